@@ -1,0 +1,9 @@
+"MultiFiT (QRNN + SentencePiece + the ULMFiT recipe) as a fastai v2 extension."
+# Not exported from a notebook: the package entry point only re-exports the modules.
+from importlib.metadata import version as _version, PackageNotFoundError as _PNF
+try: __version__ = _version('multifit_fastai')
+except _PNF: __version__ = '0.0.0'  # running from a source tree that was never installed
+
+from .core import *
+from .data import *
+from .tokenizer import *
