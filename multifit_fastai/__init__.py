@@ -7,3 +7,5 @@ except _PNF: __version__ = '0.0.0'  # running from a source tree that was never 
 from .core import *
 from .data import *
 from .tokenizer import *
+from .losses import *
+from .callbacks import *
