@@ -20,20 +20,24 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/multifit demo
 
-# notebooks and library must not drift: exporting and cleaning must leave git clean
+# notebooks and library must not drift: exporting and cleaning must change no file under nbs/ or multifit_fastai/
+SNAP = find nbs multifit_fastai -type f -not -path '*/__pycache__/*' -not -path '*/.ipynb_checkpoints/*' | LC_ALL=C sort | xargs sha256sum
 sync: $(STAMP)
+	@$(SNAP) > .sync-before
 	$(BIN)/nbdev-export
 	$(BIN)/nbdev-clean
-	@if [ -n "$$(git status --porcelain -- nbs multifit_fastai)" ]; then \
-	  echo "ERROR: notebooks and library are out of sync (run nbdev-export and nbdev-clean, then commit):"; \
-	  git status --porcelain -- nbs multifit_fastai; exit 1; fi
+	@$(SNAP) > .sync-after
+	@if ! cmp -s .sync-before .sync-after; then \
+	  echo "ERROR: notebooks and library are out of sync; nbdev-export/nbdev-clean changed:"; \
+	  diff .sync-before .sync-after | grep '^>' | awk '{print "  " $$3}'; rm -f .sync-before .sync-after; exit 1; fi
+	@rm -f .sync-before .sync-after
 	@echo "sync check: notebooks and library agree"
 
 nbtest: $(STAMP)
-	$(BIN)/nbdev-test --n-workers 2
+	OMP_NUM_THREADS=1 $(BIN)/nbdev-test --n-workers 2
 
 pytest: $(STAMP)
-	$(BIN)/python -m pytest tests -n 2 --dist loadfile
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest tests -n 2 --dist loadfile
 
 test: sync nbtest pytest
 

@@ -9,3 +9,9 @@ from .data import *
 from .tokenizer import *
 from .losses import *
 from .callbacks import *
+from .qrnn import *
+from .models import *
+from .convert import *
+from .learner import *
+from .pipeline import *
+from .bootstrap import *
