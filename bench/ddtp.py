@@ -54,10 +54,10 @@ def run_lang(a, res, lang, tokenization='subword'):
     exp_dir = a.work/f'{lang}-{tokenization}'
     tok_kwargs = {'model_type': 'word'} if tokenization == 'word' else {}
     exp = MultiFiT(exp_dir, lang=lang, size=a.size, vocab_sz=a.vocab_sz, tok_kwargs=tok_kwargs,
-                   overrides=dict(bs=a.bs, bptt=a.bptt, **({} if not a.quick else dict(emb_sz=64, n_hid=128, n_layers=2))))
+                   overrides=dict(bptt=a.bptt, **({} if not a.quick else dict(emb_sz=64, n_hid=128, n_layers=2))))
     corpus = list(read_lines(a.data/'corpora'/f'{lang}.txt.gz', max_lines=a.max_lines))
-    exp.pretrain_lm(corpus + list(tr.text), epochs=a.pretrain_epochs)
-    exp.finetune_lm(list(tr.text), valid=list(va.text), epochs=a.finetune_epochs)
+    exp.pretrain_lm(corpus + list(tr.text), epochs=a.pretrain_epochs, bs=a.lm_bs, lr=a.lm_lr)
+    exp.finetune_lm(list(tr.text), valid=list(va.text), epochs=a.finetune_epochs, bs=a.lm_bs, lr=a.ft_lr)
     settings = [(1000, tr), (100, t100)] if tokenization == 'subword' else [(1000, tr)]
     for n, train in settings:
         variants = [('multifit_pretrained', 'auto')] + ([('multifit_no_pretraining', None)] if tokenization == 'subword' else [])
@@ -65,7 +65,9 @@ def run_lang(a, res, lang, tokenization='subword'):
             key = f'{lang}/{tokenization}/{name}/{n}'
             if res.has(key): continue
             t0 = time.time()
-            pkg_dir = exp.train_classifier(train, valid=va, epochs=a.clas_epochs, name=f'clas_{name}_{n}', encoder=enc)
+            clas_kw = dict(lr=a.clas_lr, lr_low=None) if a.clas_flat else {}
+            pkg_dir = exp.train_classifier(train, valid=va, epochs=a.clas_epochs, name=f'clas_{name}_{n}', encoder=enc,
+                                           bs=a.clas_bs, **clas_kw)
             pkg = load_package(pkg_dir)
             pred = pkg.predict(list(va.text))
             acc = float((pred.label.values == va.label.astype(str).values).mean())
@@ -87,7 +89,9 @@ def write_md(res, out):
     rows = [f"DDTP topic classification (8 classes), accuracy on `valid.csv`. {m['machine']}, {m['date']}; "
             f"LM size `{m['size']}` ({m['dims']}), vocab {m['vocab_sz']}, pretraining on the first {m['max_lines']} "
             f"paragraphs of `corpora/<lang>.txt.gz` + the train texts for {m['pretrain_epochs']} epoch(s), "
-            f"fine-tuning {m['finetune_epochs']} epoch(s), classifier {m['clas_epochs']} epochs (+1 frozen epoch when pretrained).", '',
+            f"fine-tuning {m['finetune_epochs']} epoch(s), classifier {m['clas_epochs']} epochs (+1 frozen epoch when pretrained); "
+            f"LM batch {m.get('lm_bs')} at lr {m.get('lm_lr')} (fine-tuning {m.get('ft_lr')}), classifier batch {m.get('clas_bs')} at "
+            + ("one flat lr " + str(m.get('clas_lr')) if m.get('clas_flat') else "the paper's discriminative slice") + '.', '',
             '| setting | ' + ' | '.join(langs) + ' |', '|---|' + '---|' * len(langs)]
     for n in (1000, 100):
         for name, label in [('subword/multifit_pretrained', 'MultiFiT, pretrained'), ('subword/multifit_no_pretraining', 'MultiFiT, no pretraining'),
@@ -113,18 +117,23 @@ def main():
     ap.add_argument('--size', default='demo'); ap.add_argument('--vocab-sz', type=int, default=8000)
     ap.add_argument('--max-lines', type=int, default=40000, help='corpus paragraphs used for pretraining')
     ap.add_argument('--pretrain-epochs', type=int, default=1); ap.add_argument('--finetune-epochs', type=int, default=2)
-    ap.add_argument('--clas-epochs', type=int, default=6); ap.add_argument('--bs', type=int, default=32)
+    ap.add_argument('--clas-epochs', type=int, default=6); ap.add_argument('--clas-bs', type=int, default=18)
+    ap.add_argument('--lm-bs', type=int, default=16, help='LM batch size (paper: 50; small corpora need more steps)')
+    ap.add_argument('--lm-lr', type=float, default=1e-2); ap.add_argument('--ft-lr', type=float, default=5e-3)
+    ap.add_argument('--clas-lr', type=float, default=1e-2)
+    ap.add_argument('--clas-flat', type=int, default=1, help="1: one flat classifier lr; 0: the paper's slice(lr/2.6**4, 2e-2)")
     ap.add_argument('--bptt', type=int, default=70)
     ap.add_argument('--work', type=Path, default=HERE/'work'/'ddtp')
     ap.add_argument('--quick', action='store_true', help='tiny run of every path (minutes)')
     ap.add_argument('--out', type=Path, default=HERE/'results')
     a = ap.parse_args()
-    if a.quick: a.max_lines, a.pretrain_epochs, a.finetune_epochs, a.clas_epochs, a.vocab_sz, a.work = 1500, 1, 1, 2, 1000, a.work.with_name('ddtp_quick')
+    if a.quick: a.max_lines, a.pretrain_epochs, a.finetune_epochs, a.clas_epochs, a.vocab_sz, a.work = 1500, 1, 1, 2, 3000, a.work.with_name('ddtp_quick')
     from multifit_fastai.learner import SIZES
     dims = SIZES.get(a.size, {}) if not a.quick else dict(emb_sz=64, n_hid=128, n_layers=2)
     meta = dict(machine=f'{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads)',
                 date=str(date.today()), size=a.size if not a.quick else 'quick', dims=dims, vocab_sz=a.vocab_sz, max_lines=a.max_lines,
-                pretrain_epochs=a.pretrain_epochs, finetune_epochs=a.finetune_epochs, clas_epochs=a.clas_epochs, bs=a.bs, bptt=a.bptt)
+                pretrain_epochs=a.pretrain_epochs, finetune_epochs=a.finetune_epochs, clas_epochs=a.clas_epochs, bptt=a.bptt,
+                lm_bs=a.lm_bs, lm_lr=a.lm_lr, ft_lr=a.ft_lr, clas_bs=a.clas_bs, clas_lr=a.clas_lr, clas_flat=a.clas_flat)
     stem = 'ddtp_quick' if a.quick else ('mldoc' if a.mldoc else 'ddtp')
     res = Results(a.out/f'{stem}.json', meta)
     for lang in a.langs:
