@@ -263,6 +263,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                                                                    'multifit_fastai/learner.py'),
                                          'multifit_fastai.learner._check_df': ('learner.html#_check_df', 'multifit_fastai/learner.py'),
                                          'multifit_fastai.learner._common': ('learner.html#_common', 'multifit_fastai/learner.py'),
+                                         'multifit_fastai.learner._cpu_state': ('learner.html#_cpu_state', 'multifit_fastai/learner.py'),
                                          'multifit_fastai.learner._encoder_of': ('learner.html#_encoder_of', 'multifit_fastai/learner.py'),
                                          'multifit_fastai.learner._replace_dir': ( 'learner.html#_replace_dir',
                                                                                    'multifit_fastai/learner.py'),
