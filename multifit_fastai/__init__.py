@@ -15,3 +15,4 @@ from .convert import *
 from .learner import *
 from .pipeline import *
 from .bootstrap import *
+from .corpus import *
