@@ -76,7 +76,7 @@ def run_lang(a, res, lang, tokenization='subword'):
                               seconds_pretrain=h.get('pretrain', {}).get('seconds'), seconds_finetune=h.get('finetune', {}).get('seconds'),
                               lm_valid_perplexity=h.get('finetune', {}).get('valid_perplexity'),
                               pretrain_tokens_per_epoch=h.get('pretrain', {}).get('tokens_per_epoch'),
-                              model_mb=du_mb(pkg_dir)))
+                              model_mb=du_mb(pkg_dir), threads=torch.get_num_threads()))
         if tokenization == 'subword':
             key = f'{lang}/subword/tfidf_lr/{n}'
             if not res.has(key):
@@ -105,6 +105,7 @@ def write_md(res, out):
                             ('classifier 1k (pretrained)', 'seconds_classifier', 'subword/multifit_pretrained/1000'),
                             ('classifier 1k (no pretraining)', 'seconds_classifier', 'subword/multifit_no_pretraining/1000')]:
         rows.append(f'| {what} | ' + ' | '.join(str(runs.get(f'{l}/{name}', {}).get(key, '')) for l in langs) + ' |')
+    rows.append('| torch threads | ' + ' | '.join(str(runs.get(f'{l}/subword/multifit_pretrained/1000', {}).get('threads', '')) for l in langs) + ' |')
     rows.append('| classifier package (MB) | ' + ' | '.join(str(runs.get(f'{l}/subword/multifit_pretrained/1000', {}).get('model_mb', '')) for l in langs) + ' |')
     atomic_write_text(out, '\n'.join(rows) + '\n')
 
@@ -130,7 +131,7 @@ def main():
     if a.quick: a.max_lines, a.pretrain_epochs, a.finetune_epochs, a.clas_epochs, a.vocab_sz, a.work = 1500, 1, 1, 2, 3000, a.work.with_name('ddtp_quick')
     from multifit_fastai.learner import SIZES
     dims = SIZES.get(a.size, {}) if not a.quick else dict(emb_sz=64, n_hid=128, n_layers=2)
-    meta = dict(machine=f'{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads)',
+    meta = dict(machine=f'{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}',
                 date=str(date.today()), size=a.size if not a.quick else 'quick', dims=dims, vocab_sz=a.vocab_sz, max_lines=a.max_lines,
                 pretrain_epochs=a.pretrain_epochs, finetune_epochs=a.finetune_epochs, clas_epochs=a.clas_epochs, bptt=a.bptt,
                 lm_bs=a.lm_bs, lm_lr=a.lm_lr, ft_lr=a.ft_lr, clas_bs=a.clas_bs, clas_lr=a.clas_lr, clas_flat=a.clas_flat)
