@@ -29,7 +29,8 @@ setuptools.setup(
     package_data={cfg['lib_name']: ['data/*.csv', 'data/*.gz', 'data/*.md']},
     python_requires='>=' + cfg['min_python'],
     install_requires=_reqs('requirements'),
-    extras_require={'dev': _reqs('dev_requirements'), 'teacher': _reqs('teacher_requirements')},
+    extras_require={'dev': _reqs('dev_requirements'), 'teacher': _reqs('teacher_requirements'),
+                    'distributed': _reqs('distributed_requirements')},
     entry_points={'console_scripts': cfg['console_scripts'].split()},
     zip_safe=False,
 )

@@ -16,3 +16,5 @@ from .learner import *
 from .pipeline import *
 from .bootstrap import *
 from .corpus import *
+from .checkpoint import *
+from .distributed import *
