@@ -313,6 +313,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                         'multifit_fastai.corpus._encode_chunk': ('corpus.html#_encode_chunk', 'multifit_fastai/corpus.py'),
                                         'multifit_fastai.corpus._encoded_chunks': ( 'corpus.html#_encoded_chunks',
                                                                                     'multifit_fastai/corpus.py'),
+                                        'multifit_fastai.corpus._permutation': ('corpus.html#_permutation', 'multifit_fastai/corpus.py'),
                                         'multifit_fastai.corpus._sources': ('corpus.html#_sources', 'multifit_fastai/corpus.py'),
                                         'multifit_fastai.corpus._tmp_name': ('corpus.html#_tmp_name', 'multifit_fastai/corpus.py'),
                                         'multifit_fastai.corpus._uint_for': ('corpus.html#_uint_for', 'multifit_fastai/corpus.py'),
