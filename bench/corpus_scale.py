@@ -82,7 +82,7 @@ def main():
 
     # 2. the 10x corpus, tokenized with 2 processes
     big = a.work/f'tok_{a.copies}x'
-    t0 = time.time(); c10 = tokenize_corpus(files * a.copies, tok, big, n_workers=2); s = time.time() - t0
+    t0 = time.time(); c10 = tokenize_corpus(files * a.copies, tok, big, n_workers=2, overwrite=True); s = time.time() - t0
     res['tokenize'][f'{a.copies}x_2proc'] = dict(seconds=round(s, 1), tokens=c10.n_tokens, docs=c10.n_docs,
                                                ids_mb=round((big/'ids.bin').stat().st_size / 1e6, 1))
     print(f'tokenize {a.copies}x: {c10.n_tokens:,} tokens in {s:.1f}s', flush=True)

@@ -47,6 +47,10 @@ def add_model_args(p: argparse.ArgumentParser):
     p.add_argument('--lm-bs', type=int, default=50)
     p.add_argument('--clf-epochs', type=int, default=8, help='classifier epochs (default: %(default)s)')
     p.add_argument('--clf-bs', type=int, default=18)
+    p.add_argument('--clf-lr', type=float, default=1e-2, help='classifier learning rate (default: %(default)s)')
+    p.add_argument('--clf-flat', type=int, default=1, help="1: one flat lr for all layers (small-data recipe); 0: the paper's slice")
+    p.add_argument('--lm-dir', help='use existing LM packages instead of building them, e.g. '
+                                    "'bench/work/ddtp/{lang}-subword/lm_finetuned' (the DDTP harness' fine-tuned LMs)")
     p.add_argument('--seed', type=int, default=0)
 
 QUICK = dict(emb_sz=32, n_hid=64, n_layers=2, vocab_sz=1000, bptt=32, lm_lines=2000, lm_epochs=1, ft_epochs=0,
@@ -171,7 +175,8 @@ def main(argv=None):
     work = a.work or REPO/'bench'/'work'/'zero_shot'
     work.mkdir(parents=True, exist_ok=True)
     settings = dict(teacher=a.teacher, kind=a.kind, min_confidence=a.min_confidence, rounds=a.rounds, n_source=a.n_source,
-                    n_target=a.n_target, n_valid=a.n_valid, clf_epochs=a.clf_epochs, clf_bs=a.clf_bs, **lm_settings(a))
+                    n_target=a.n_target, n_valid=a.n_valid, clf_epochs=a.clf_epochs, clf_bs=a.clf_bs, clf_lr=a.clf_lr,
+                    clf_flat=a.clf_flat, **(dict(lm_dir=a.lm_dir) if a.lm_dir else lm_settings(a)))
     res = Results(out.with_suffix('.json'), settings, a.fresh)
     todo = [l for l in langs if not res.done(l)]
     log(f'languages to do: {todo or "none"} (results: {res.path})')
@@ -184,9 +189,11 @@ def main(argv=None):
         tgt = tgt.sample(n=min(a.n_target, len(tgt)), random_state=a.seed) if a.n_target else tgt
         va = pd.read_csv(a.data/'ddtp'/lang/'valid.csv')
         va = va.sample(n=min(a.n_valid, len(va)), random_state=a.seed) if a.n_valid else va
-        lm = build_lm(lang, a, work, finetune_texts=list(tgt.text))
+        lm = Path(a.lm_dir.format(lang=lang)) if a.lm_dir else build_lm(lang, a, work, finetune_texts=list(tgt.text))
+        if not (lm/'config.json').is_file(): raise SystemExit(f'{lang}: no LM package at {lm}')
+        clf_kw = dict(lr=a.clf_lr, lr_low=None) if a.clf_flat else dict(lr=a.clf_lr)
         r = bootstrap(teacher, en, tgt[['text', 'label']], lm, valid=va, kind=a.kind, min_confidence=a.min_confidence,
-                      rounds=a.rounds, seed=a.seed, log=lambda *m: log(lang + ':', *m), epochs=a.clf_epochs, bs=a.clf_bs)
+                      rounds=a.rounds, seed=a.seed, log=lambda *m: log(lang + ':', *m), epochs=a.clf_epochs, bs=a.clf_bs, **clf_kw)
         entry = dict(teacher_acc=r.teacher_acc, student_acc=r.student_acc, pseudo_acc=r.rounds[0]['pseudo_acc'],
                      rounds=r.rounds, n_target=len(tgt), n_valid=len(va), seconds=round(time.time() - t0),
                      teacher_C=getattr(r.teacher, 'C_', None))
