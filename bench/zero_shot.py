@@ -41,7 +41,7 @@ def add_model_args(p: argparse.ArgumentParser):
     p.add_argument('--lm-lines', type=int, default=100_000, help='corpus lines for LM pretraining (default: %(default)s)')
     p.add_argument('--lm-epochs', type=int, default=3, help='LM pretraining epochs on the corpus (default: %(default)s)')
     p.add_argument('--lm-drop-mult', type=float, default=0.1,
-                   help="LM pretraining dropout multiplier (paper: 0; 0 currently crashes at validation, see the report)")
+                   help="LM pretraining dropout multiplier (paper: 0)")
     p.add_argument('--ft-epochs', type=int, default=2,
                    help="LM fine-tuning epochs on the target language's unlabelled train texts (0: none; default: %(default)s)")
     p.add_argument('--lm-bs', type=int, default=50)
