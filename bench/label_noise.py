@@ -59,7 +59,8 @@ def main(argv=None):
     out = a.out or REPO/'bench'/'results'/('label_noise_quick' if a.quick else 'label_noise')
     work = a.work or REPO/'bench'/'work'/'label_noise'
     work.mkdir(parents=True, exist_ok=True)
-    settings = dict(lang=a.lang, n_train=a.n_train, n_valid=a.n_valid, clf_epochs=a.clf_epochs, clf_bs=a.clf_bs, **lm_settings(a))
+    settings = dict(lang=a.lang, n_train=a.n_train, n_valid=a.n_valid, clf_epochs=a.clf_epochs, clf_bs=a.clf_bs, clf_lr=a.clf_lr,
+                    clf_flat=a.clf_flat, **(dict(lm_dir=a.lm_dir) if a.lm_dir else lm_settings(a)))
     res = Results(out.with_suffix('.json'), settings, a.fresh)
     tr = stratified_head(pd.read_csv(a.data/'ddtp'/a.lang/'train.csv'), a.n_train, a.seed)
     va = pd.read_csv(a.data/'ddtp'/a.lang/'valid.csv')
@@ -69,9 +70,10 @@ def main(argv=None):
     todo = [j for j in jobs if not res.done(f'{j[0]}|p={j[1]}|seed={j[2]}')]
     log(f'{len(todo)} of {len(jobs)} runs to do (results: {res.path})')
     if todo:
-        lm = build_lm(a.lang, a, work, finetune_texts=list(tr.text))
+        lm = Path(a.lm_dir.format(lang=a.lang)) if a.lm_dir else build_lm(a.lang, a, work, finetune_texts=list(tr.text))
         pkg = load_package(lm)
-        preset = student_preset(pkg, epochs=a.clf_epochs, bs=a.clf_bs, seed=a.seed)
+        preset = student_preset(pkg, epochs=a.clf_epochs, bs=a.clf_bs, seed=a.seed, lr=a.clf_lr,
+                                **(dict(lr_low=None) if a.clf_flat else {}))
     for s, q, seed in todo:
         t0 = time.time()
         noisy = perturb_labels(tr, q, seed=seed, classes=classes)
