@@ -250,6 +250,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                                                                    'multifit_fastai/core.py'),
                                       'multifit_fastai.core.atomic_write_json': ('core.html#atomic_write_json', 'multifit_fastai/core.py'),
                                       'multifit_fastai.core.atomic_write_text': ('core.html#atomic_write_text', 'multifit_fastai/core.py'),
+                                      'multifit_fastai.core.atomic_write_with': ('core.html#atomic_write_with', 'multifit_fastai/core.py'),
                                       'multifit_fastai.core.open_text': ('core.html#open_text', 'multifit_fastai/core.py'),
                                       'multifit_fastai.core.read_lines': ('core.html#read_lines', 'multifit_fastai/core.py')},
             'multifit_fastai.corpus': { 'multifit_fastai.corpus.CorpusDocs': ('corpus.html#corpusdocs', 'multifit_fastai/corpus.py'),
