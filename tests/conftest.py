@@ -15,3 +15,18 @@ def shared_data() -> Path:
 
 def ddtp_path(lang: str, split: str = 'train') -> Path:
     return SHARED/'ddtp'/lang/f'{split}.csv'
+
+def _seed_all(seed: int = 0):
+    import random
+    import numpy as np, torch
+    random.seed(seed); np.random.seed(seed); torch.manual_seed(seed)
+
+@pytest.fixture(autouse=True, scope='module')
+def _seeded_module():
+    "Module fixtures (tiny LMs trained once per file) see the same random state whatever ran before in the worker"
+    _seed_all(0)
+
+@pytest.fixture(autouse=True)
+def _seeded_test():
+    "Each test starts from the same random state, so results do not depend on test order or xdist distribution"
+    _seed_all(0)
