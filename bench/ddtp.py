@@ -5,7 +5,9 @@ on the task texts (train.csv, labels unused), then classifiers on 1000 (train.cs
   * MultiFiT pretrained   (encoder from the fine-tuned LM)
   * MultiFiT no pretraining (same tokenizer, classifier from scratch)
   * TF-IDF (char 1-4 + word 1-2) + logistic regression
-and, for --word-langs, the same pretrained pipeline with a word-level tokenizer (paper Table 7).
+and, for --word-langs, the same pretrained pipeline with a word-level tokenizer (paper Table 7): texts segmented into
+words first (ja: janome, zh: jieba, others: words and punctuation marks; `pip install janome jieba`), then a
+SentencePiece 'word' model keeping the --vocab-sz most frequent words.
 Accuracy on valid.csv, time per stage, model size. Checkpointed and resumable: every finished (lang, setting) is kept
 in the results JSON and skipped on the next run; every stage's package stays in --work.
 
@@ -14,7 +16,7 @@ Writes bench/results/ddtp.json and bench/results/ddtp.md (or *_quick.* with --qu
 Also: --mldoc DIR runs the same on the original MLDoc/CLS layout ({lang}.train.csv, {lang}.dev.csv, header-less
 label,text) for users who have those data sets.
 """
-import argparse, json, os, platform, time
+import argparse, json, os, platform, re, time
 from datetime import date
 from pathlib import Path
 import pandas as pd, torch
@@ -49,13 +51,36 @@ def load_lang(a, lang):
     if a.quick: tr, t100, va = tr.sample(200, random_state=0), t100, va[:150]
     return tr, t100, va
 
+WORD_RE = re.compile(r'\w+|[^\w\s]')
+
+def word_segmenter(lang):
+    "Word segmentation for the word-level runs: MeCab-style morphemes (janome) for ja, jieba for zh, else words and punctuation"
+    try:
+        if lang == 'ja':
+            from janome.tokenizer import Tokenizer
+            t = Tokenizer(wakati=True)
+            return lambda s: ' '.join(w for w in t.tokenize(s) if w.strip())
+        if lang.startswith('zh'):
+            import jieba
+            jieba.setLogLevel(60)
+            return lambda s: ' '.join(w for w in jieba.cut(s) if w.strip())
+    except ImportError as e:
+        raise SystemExit(f'word-level {lang} needs a word segmenter: pip install janome jieba ({e})') from None
+    return lambda s: ' '.join(WORD_RE.findall(s))
+
 def run_lang(a, res, lang, tokenization='subword'):
     tr, t100, va = load_lang(a, lang)
     exp_dir = a.work/f'{lang}-{tokenization}'
+    if tokenization == 'word':  # texts pre-segmented into words; SentencePiece's 'word' model then keeps the vocab_sz most frequent
+        seg = word_segmenter(lang)
+        tr, t100, va = (df.assign(text=[seg(t) for t in df.text]) for df in (tr, t100, va))
     tok_kwargs = {'model_type': 'word'} if tokenization == 'word' else {}
     exp = MultiFiT(exp_dir, lang=lang, size=a.size, vocab_sz=a.vocab_sz, tok_kwargs=tok_kwargs,
                    overrides=dict(bptt=a.bptt, **({} if not a.quick else dict(emb_sz=64, n_hid=128, n_layers=2))))
     corpus = list(read_lines(a.data/'corpora'/f'{lang}.txt.gz', max_lines=a.max_lines))
+    if tokenization == 'word' and not (exp_dir/'lm_pretrained'/'config.json').is_file():
+        t0 = time.time(); corpus = [seg(t) for t in corpus]
+        print(f'  segmented {len(corpus)} corpus paragraphs into words in {time.time() - t0:.0f}s', flush=True)
     exp.pretrain_lm(corpus + list(tr.text), epochs=a.pretrain_epochs, bs=a.lm_bs, lr=a.lm_lr)
     exp.finetune_lm(list(tr.text), valid=list(va.text), epochs=a.finetune_epochs, bs=a.lm_bs, lr=a.ft_lr)
     settings = [(1000, tr), (100, t100)] if tokenization == 'subword' else [(1000, tr)]
