@@ -19,12 +19,12 @@ Writes bench/results/lm_scale.json (resumable: finished steps are kept) and benc
 import argparse, json, platform, shutil, time
 from datetime import date
 from pathlib import Path
-import pandas as pd, torch
+import torch
 from fastai.callback.core import Callback
 from multifit_fastai.pipeline import MultiFiT
 from multifit_fastai.learner import load_package
 from multifit_fastai.core import atomic_write_json, atomic_write_text, atomic_write_with
-from probe import features, probe, encoder_of
+from probe import ddtp_splits, probe_encoder, encoder_of
 
 HERE = Path(__file__).resolve().parent
 
@@ -75,18 +75,14 @@ def main():
     if not a.probe_only: res['pretrain'] = dict(seconds=h.get('seconds', round(time.time() - t0, 1)), steps=h.get('steps'),
                            tokens_per_epoch=h.get('tokens_per_epoch'), valid_perplexity=h.get('valid_perplexity'))
     atomic_write_json(path, res)
-    d = a.data/'ddtp'/lang
-    tr, t100, va = (pd.read_csv(d/f'{s}.csv') for s in ('train', 'train_100', 'valid'))
+    tr, t100, va = ddtp_splits(a.data, lang)
     pkg = load_package(a.arch_from.format(lang=lang))  # same architecture and tokenizer as the snapshots
     for f in sorted(snaps.glob('step*.pth')):
         if f.stem in res['probe']: continue
         st = torch.load(f, weights_only=True)
         enc = encoder_of(pkg); enc.load_state_dict(st['state']); enc.eval()
-        X, X100, Xva = (features(enc, pkg.tokenizer, df.text) for df in (tr, t100, va))
-        yva = va.label.astype(str).values
-        res['probe'][f.stem] = dict(step=st['step'], tokens=st['tokens'],
-                                    probe_1000=round(probe(X, tr.label.astype(str).values, Xva, yva), 4),
-                                    probe_100=round(probe(X100, t100.label.astype(str).values, Xva, yva), 4))
+        accs = probe_encoder(enc, pkg.tokenizer, tr, t100, va)
+        res['probe'][f.stem] = dict(step=st['step'], tokens=st['tokens'], probe_1000=round(accs[1000], 4), probe_100=round(accs[100], 4))
         print(f'[{f.stem}] {res["probe"][f.stem]}', flush=True)
         atomic_write_json(path, res)
     if not a.probe_only and 'multifit_pretrained_1000' not in res['recipe']:

@@ -19,7 +19,7 @@ import numpy as np, pandas as pd, torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 from sklearn.pipeline import make_pipeline
-from fastai.text.all import get_language_model
+from fastai.text.all import get_language_model, masked_concat_pool
 from multifit_fastai.learner import load_package, ARCHS
 from multifit_fastai.core import atomic_write_json, atomic_write_text
 
@@ -27,22 +27,18 @@ HERE = Path(__file__).resolve().parent
 
 @torch.no_grad()
 def features(encoder, tok, texts, bs=32) -> np.ndarray:
-    "Concat-pooled (last, max, mean) last-layer outputs of `encoder` for every text; one padded batch at a time"
+    "Concat-pooled (last, max, mean) last-layer outputs of `encoder` for every text, pooled by fastai's `masked_concat_pool`"
     ids = tok.encode_batch(list(texts))
     order = np.argsort([-len(o) for o in ids], kind='stable')
     out = None
     for i in range(0, len(ids), bs):
         idx = order[i:i + bs]
         lens = torch.tensor([len(ids[j]) for j in idx])
-        x = torch.full((len(idx), int(lens.max())), 1, dtype=torch.long)  # right-padded; pads masked below
+        mask = torch.arange(int(lens.max()))[None] >= lens[:, None]  # right padding; the QRNN is causal, so pads change nothing before them
+        x = torch.zeros(mask.shape, dtype=torch.long)
         for r, j in enumerate(idx): x[r, :lens[r]] = torch.as_tensor(ids[j])
         encoder.reset()
-        h = encoder(x)  # bs x seq x emb
-        mask = (torch.arange(h.shape[1])[None] < lens[:, None]).unsqueeze(-1)
-        last = h[torch.arange(len(idx)), lens - 1]
-        mx = h.masked_fill(~mask, -float('inf')).max(1).values
-        mean = (h * mask).sum(1) / lens[:, None]
-        f = torch.cat([last, mx, mean], 1).numpy()
+        f = masked_concat_pool(encoder(x), mask, mask.shape[1]).numpy()
         if out is None: out = np.empty((len(ids), f.shape[1]), dtype=np.float32)
         out[idx] = f
     return out
@@ -53,13 +49,22 @@ def encoder_of(pkg, random_init=False, seed=0):
         torch.manual_seed(seed)
         m = get_language_model(ARCHS[c['arch']], c['vocab_sz'], config=dict(c['model_config']), drop_mult=c.get('drop_mult', 1.))
     else: m = pkg.model()
-    # the QRNN's right-padding is safe here: a position's output depends only on earlier positions
     return m[0].eval()
 
 def probe(Xtr, ytr, Xva, yva, C=0.1) -> float:
     clf = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=3000))
     clf.fit(Xtr, ytr)
     return float((clf.predict(Xva) == yva).mean())
+
+def ddtp_splits(data, lang):
+    "train.csv (1000 labels), train_100.csv and valid.csv of one DDTP language"
+    return tuple(pd.read_csv(Path(data)/'ddtp'/lang/f'{s}.csv') for s in ('train', 'train_100', 'valid'))
+
+def probe_encoder(encoder, tok, tr, t100, va) -> dict:
+    "Probe accuracy on `va` of `encoder`'s frozen features with the labels of `tr` (1000) and of `t100` (100)"
+    Xtr, X100, Xva = (features(encoder, tok, df.text) for df in (tr, t100, va))
+    yva = va.label.astype(str).values
+    return {n: probe(X, df.label.astype(str).values, Xva, yva) for n, X, df in ((1000, Xtr, tr), (100, X100, t100))} | {'dim': Xtr.shape[1]}
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
@@ -75,23 +80,20 @@ def main():
     res['machine'] = f'{platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} thread(s)'
     res['updated'] = str(date.today())
     for lang in a.langs:
-        d = a.data/'ddtp'/lang
-        tr, t100, va = (pd.read_csv(d/f'{s}.csv') for s in ('train', 'train_100', 'valid'))
+        tr, t100, va = ddtp_splits(a.data, lang)
         models = [(p.format(lang=lang), False) for p in a.lm]
         if a.random: models.insert(0, (models[0][0], True))
         for p, rnd in models:
             name = 'random init' if rnd else Path(p).parent.name + '/' + Path(p).name
-            keys = [f'{lang}|{name}|{n}' for n in (1000, 100)]
-            if all(k in res['entries'] for k in keys): continue
+            keys = {n: f'{lang}|{name}|{n}' for n in (1000, 100)}
+            if all(k in res['entries'] for k in keys.values()): continue
             t0 = time.time()
             pkg = load_package(p)
-            enc = encoder_of(pkg, rnd)
-            Xtr, X100, Xva = (features(enc, pkg.tokenizer, df.text) for df in (tr, t100, va))
-            for k, (X, df) in zip(keys, [(Xtr, tr), (X100, t100)]):
-                acc = probe(X, df.label.astype(str).values, Xva, va.label.astype(str).values)
-                res['entries'][k] = dict(accuracy=round(acc, 4), feature_dim=int(X.shape[1]), seconds=round(time.time() - t0, 1),
+            accs = probe_encoder(encoder_of(pkg, rnd), pkg.tokenizer, tr, t100, va)
+            for n, k in keys.items():
+                res['entries'][k] = dict(accuracy=round(accs[n], 4), feature_dim=int(accs['dim']), seconds=round(time.time() - t0, 1),
                                          lm=p, random_init=rnd)
-                print(f'[{k}] probe accuracy {acc:.3f}', flush=True)
+                print(f'[{k}] probe accuracy {accs[n]:.3f}', flush=True)
             atomic_write_json(path, res)
     rows = ['| language | LM weights | probe, 1000 labels | probe, 100 labels |', '|---|---|---|---|']
     for k, v in res['entries'].items():
