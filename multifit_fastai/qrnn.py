@@ -4,7 +4,7 @@
 from __future__ import annotations
 import os, warnings
 import torch, torch.nn as nn, torch.nn.functional as F
-from fastcore.basics import store_attr, ifnone
+from fastcore.basics import store_attr, ifnone, patch
 from fastai.torch_core import Module
 
 # %% auto #0
@@ -143,10 +143,10 @@ class ForgetMult(torch.autograd.Function):
     @staticmethod
     def forward(ctx, f, z, h0=None, batch_first=True, impl='auto'):
         _check_fm_inputs(f, z, h0, batch_first)
-        in_dtype = f.dtype
+        in_dtype, h0_dtype = f.dtype, (None if h0 is None else h0.dtype)
         if batch_first: f, z = f.transpose(0, 1), z.transpose(0, 1)
-        if in_dtype in _LOW_PRECISION and not f.is_cuda:  # CPU: compute in fp32 (the kernel upcasts in registers)
-            f, z, h0 = f.float(), z.float(), (None if h0 is None else h0.float())
+        if in_dtype in _LOW_PRECISION and not f.is_cuda: f, z = f.float(), z.float()  # CPU: compute in fp32
+        if h0 is not None: h0 = h0.to(f.dtype)  # the one place h0 meets the gates' dtype, for every path
         fused = _use_fused(f, impl)
         if fused:
             f, z, h0 = f.contiguous(), z.contiguous(), (None if h0 is None else h0.contiguous())
@@ -154,7 +154,7 @@ class ForgetMult(torch.autograd.Function):
             fused = c is not None
         if not fused: c = _fm_forward(f, z, h0)
         ctx.save_for_backward(f, z, c, h0)
-        ctx.batch_first, ctx.fused, ctx.impl, ctx.in_dtype = batch_first, fused, impl, in_dtype
+        ctx.batch_first, ctx.fused, ctx.impl, ctx.in_dtype, ctx.h0_dtype = batch_first, fused, impl, in_dtype, h0_dtype
         out = c.to(in_dtype)
         return out.transpose(0, 1) if batch_first else out
 
@@ -169,7 +169,7 @@ class ForgetMult(torch.autograd.Function):
         df, dz, dh0 = res
         df, dz = df.to(ctx.in_dtype), dz.to(ctx.in_dtype)
         if ctx.batch_first: df, dz = df.transpose(0, 1), dz.transpose(0, 1)
-        if dh0 is not None: dh0 = dh0.to(ctx.in_dtype)
+        if dh0 is not None: dh0 = dh0.to(ctx.h0_dtype)
         return df, dz, dh0, None, None
 
 def forget_mult(f: torch.Tensor,               # forget gate, values in [0, 1]
@@ -215,8 +215,8 @@ class QRNNLinear(nn.Linear):
     "`nn.Linear` that computes large CPU products in cache-sized tiles (see `QRNN_CPU_TILE`)"
     def forward(self, x):
         tile = QRNN_CPU_TILE
-        if x.is_cuda or not tile or x.numel() // x.shape[-1] < 2 * tile or x.dtype not in (torch.float32, torch.float64):
-            return F.linear(x, self.weight, self.bias)
+        if (x.is_cuda or not tile or x.numel() // x.shape[-1] < 2 * tile or x.dtype not in (torch.float32, torch.float64)
+            or torch.is_autocast_enabled('cpu')): return F.linear(x, self.weight, self.bias)
         y = _TiledLinear.apply(x.reshape(-1, x.shape[-1]), self.weight, self.bias, tile)
         return y.view(*x.shape[:-1], y.shape[-1])
 
@@ -266,20 +266,23 @@ def _window_source(self: QRNNLayer, x):
     return torch.cat([x, torch.cat([prev, x[:-1]])], 2)
 
 def _gates(self: QRNNLayer, y):
-    "Linear output -> activated (z, f, o); zoneout on f in training"
+    "Linear output -> activated (z, f, o), fp32 under CPU autocast; zoneout on f (its expectation in evaluation)"
+    if y.dtype in _LOW_PRECISION and not y.is_cuda and torch.is_autocast_enabled('cpu'): y = y.float()
     g = y.chunk(3 if self.output_gate else 2, dim=2)
     z, f, o = torch.tanh(g[0]), torch.sigmoid(g[1]), (torch.sigmoid(g[2]) if self.output_gate else None)
-    if self.training and self.zoneout > 0: f = f * torch.empty_like(f).bernoulli_(1 - self.zoneout)
+    if self.zoneout > 0:
+        f = f * torch.empty_like(f).bernoulli_(1 - self.zoneout) if self.training else f * (1 - self.zoneout)
     return z, f, o
 
 @torch.no_grad()
 def _save_prev(self: QRNNLayer, x):
     if self.save_prev_x and self.window > 1: self.prev_x = x[-1:].detach().clone()
 
-def _qrnn_layer_forward(self: QRNNLayer,
-                        x: torch.Tensor,              # input, `(batch, seq, input_size)` if `batch_first`
-                        h: torch.Tensor | None = None # initial state `(batch, hidden_size)`
-                       ):                             # output like `x` with `hidden_size` features, last state
+@patch
+def forward(self: QRNNLayer,
+            x: torch.Tensor,              # input, `(batch, seq, input_size)` if `batch_first`
+            h: torch.Tensor | None = None # initial state `(batch, hidden_size)`
+           ):                             # output like `x` with `hidden_size` features, last state
     _check_input(x, self.input_size, self.batch_first, 'QRNNLayer')
     xt = x.transpose(0, 1) if self.batch_first else x  # time-major view
     if self.backward: xt = xt.flip(0)
@@ -289,8 +292,6 @@ def _qrnn_layer_forward(self: QRNNLayer,
     out = c * o if self.output_gate else c
     if self.backward: out = out.flip(0)
     return (out.transpose(0, 1) if self.batch_first else out), c[-1]
-
-QRNNLayer.forward = _qrnn_layer_forward
 
 # %% ../nbs/01_qrnn.ipynb #1c5dc5f5
 class QRNN(Module):
@@ -327,10 +328,11 @@ def _check_hidden(self: QRNN, h, bs):
     if h is not None and tuple(h.shape) != want:
         raise ValueError(f'QRNN hidden state must have shape (n_layers*n_dir, batch, hidden) = {want}, got {tuple(h.shape)}')
 
-def _qrnn_forward(self: QRNN,
-                  x: torch.Tensor,               # `(batch, seq, input_size)` if `batch_first`
-                  h: torch.Tensor | None = None  # `(n_layers * n_dir, batch, hidden_size)`, zeros if None
-                 ):                              # output `(batch, seq, n_dir * hidden_size)`, `h_n` like `h`
+@patch
+def forward(self: QRNN,
+            x: torch.Tensor,               # `(batch, seq, input_size)` if `batch_first`
+            h: torch.Tensor | None = None  # `(n_layers * n_dir, batch, hidden_size)`, zeros if None
+           ):                              # output `(batch, seq, n_dir * hidden_size)`, `h_n` like `h`
     _check_input(x, self.input_size, self.batch_first, 'QRNN')
     _check_hidden(self, h, x.shape[0 if self.batch_first else 1])
     new_h = []
@@ -343,5 +345,3 @@ def _qrnn_forward(self: QRNN,
             out, _ = torch.cat([out, out_b], 2), new_h.append(hb)
         x = F.dropout(out, self.dropout, self.training) if self.dropout > 0 and l < self.n_layers - 1 else out
     return x, torch.stack(new_h)
-
-QRNN.forward = _qrnn_forward

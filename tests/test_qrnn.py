@@ -183,9 +183,40 @@ def test_zoneout_keeps_previous_state_in_training_only():
     layer.train(); c, _ = layer(x)
     kept = (c[:, 1:] == c[:, :-1]).float().mean().item()  # zoned-out units copy c_{t-1} exactly
     assert 0.4 < kept < 0.6, kept
-    layer.eval(); ref = QRNNLayer(8, 64, output_gate=False).eval(); ref.load_state_dict(layer.state_dict())
-    torch.testing.assert_close(layer(x)[0], ref(x)[0])
-    assert (layer(x)[0][:, 1:] == layer(x)[0][:, :-1]).float().mean() < 0.01
+    layer.eval()
+    assert (layer(x)[0][:, 1:] == layer(x)[0][:, :-1]).float().mean() < 0.01  # no mask in evaluation...
+    z, f = (layer.linear(x.transpose(0, 1))).chunk(2, 2)                       # ...but f scaled by its expectation
+    ref = forget_mult(torch.sigmoid(f) * 0.5, torch.tanh(z), batch_first=False).transpose(0, 1)
+    torch.testing.assert_close(layer(x)[0], ref)
+
+def test_zoneout_train_and_eval_expectations_agree():
+    torch.manual_seed(0)
+    layer = QRNNLayer(4, 16, zoneout=0.4, output_gate=False)
+    x, h0 = torch.randn(1, 1, 4).expand(50000, 1, 4), torch.randn(1, 16).expand(50000, 16)
+    layer.train(); mean_train = layer(x, h0)[0].mean(0)
+    layer.eval(); torch.testing.assert_close(mean_train, layer(x[:1], h0[:1])[0][0], atol=1e-2, rtol=0)
+
+@pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
+def test_pure_loop_half_gates_fp32_h0(monkeypatch, dtype):
+    "the pure loop in half precision (a GPU without the fused kernel) with an fp32 h0, as under autocast"
+    import multifit_fastai.qrnn as q
+    monkeypatch.setattr(q, '_LOW_PRECISION', ())  # no CPU upcast: the loop itself runs in `dtype`
+    f = torch.rand(6, 2, 3).to(dtype).requires_grad_(); z = torch.randn(6, 2, 3).to(dtype).requires_grad_()
+    h0 = torch.randn(2, 3, requires_grad=True)
+    c = forget_mult(f, z, h0, batch_first=False, impl='pure')
+    c.float().sum().backward()
+    assert (c.dtype, f.grad.dtype, z.grad.dtype, h0.grad.dtype) == (dtype, dtype, dtype, torch.float32)
+
+def test_layer_bf16_autocast_keeps_state_fp32():
+    torch.manual_seed(0)
+    layer = QRNNLayer(16, 32, window=2, save_prev_x=True)
+    x = torch.randn(4, 300, 16)
+    ref, href = layer(x); layer.reset()
+    with torch.autocast('cpu', dtype=torch.bfloat16): out, h = layer(x)
+    assert out.dtype == h.dtype == torch.float32
+    torch.testing.assert_close(out, ref, atol=3e-2, rtol=3e-2)
+    out.sum().backward()
+    assert layer.linear.weight.grad.dtype == torch.float32
 
 def test_save_prev_x_chunks_and_smaller_batch():
     torch.manual_seed(0)
