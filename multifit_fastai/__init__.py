@@ -9,6 +9,7 @@ from .data import *
 from .tokenizer import *
 from .losses import *
 from .callbacks import *
+from .precision import *
 from .qrnn import *
 from .models import *
 from .convert import *

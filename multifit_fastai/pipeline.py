@@ -13,6 +13,7 @@ from .learner import (multifit_preset, MultiFiTPreset, text_dataloaders, multifi
                                      multifit_classifier_learner, save_pretrained, load_package, PackageError, SIZES)
 from fastai.torch_core import rank_distrib
 from .checkpoint import ResumableCheckpoint
+from .precision import set_precision
 from .corpus import tokenize_corpus, corpus_dataloaders, TokenCorpus
 from .distributed import (data_parallel, init_distributed, rank0_only, broadcast_value, is_main_process,
                                          is_distributed, world_size)
@@ -170,13 +171,6 @@ def train_tokenizer(self, corpus, overwrite: bool = False) -> SPTokenizer:
     return tok
 
 # %% ../nbs/06_pipeline.ipynb #2e95ccd0
-def _set_precision(learn, precision: str):
-    "fp32 (default), or fastai's mixed precision fp16/bf16 (CUDA only: fastai's `MixedPrecision` autocasts on CUDA)"
-    if precision in (None, 'fp32'): return learn
-    if precision not in ('fp16', 'bf16'): raise ValueError(f"precision must be fp32, fp16 or bf16, got {precision!r}")
-    if not torch.cuda.is_available(): raise ValueError(f'{precision} mixed precision needs a CUDA GPU (fastai autocasts on CUDA only)')
-    return learn.to_fp16() if precision == 'fp16' else learn.to_bf16()
-
 def _loss_curve(losses, max_points: int = 1000) -> list:
     "`[step, smoothed train loss]` pairs (mean over ranks), at most `max_points`"
     every = max(1, -(-len(losses) // max_points))
@@ -200,7 +194,7 @@ def _fit_lm(self, stage, make_dls, epochs, pretrained, preset_kw, bs=None, save_
             precision='fp32'):
     p = _lm_preset(self, stage, epochs, bs, preset_kw, resume)
     dls, info = make_dls(p)
-    learn = _set_precision(multifit_lm_learner(dls, preset=p, pretrained=pretrained), precision)
+    learn = set_precision(multifit_lm_learner(dls, preset=p, pretrained=pretrained), precision)
     cbs = listify(cbs)
     if stage == 'pretrain': cbs = [ResumableCheckpoint(_ckpt_path(self, stage), every=save_every, resume=resume)] + cbs
     t0 = time.time()
@@ -248,7 +242,7 @@ def pretrain_lm(self, corpus, valid=None, epochs: int | None = None, overwrite: 
                 save_every: int | None = None,    # also checkpoint every N optimizer steps (always: each epoch)
                 resume: bool = False,             # continue from the checkpoint of an interrupted run
                 cbs=None,                         # extra fastai callbacks for the fit
-                precision: str = 'fp32',          # fp32, or fp16/bf16 mixed precision (GPU)
+                precision: str = 'fp32',          # fp32, bf16 (GPU or a CPU with native bf16) or fp16 (GPU)
                 **preset_kw) -> Path:
     "Pretrain the LM on `corpus` (trains the tokenizer on it first if there is none) -> `lm_pretrained/`"
     if (self.stage_path('pretrain')/'config.json').is_file() and not overwrite:
@@ -266,8 +260,14 @@ def pretrain_lm(self, corpus, valid=None, epochs: int | None = None, overwrite: 
     return _fit_lm(self, 'pretrain', _text_dls(self, texts, None if valid is None else read_texts(valid)), epochs, None, preset_kw, **kw)
 
 @patch_to(MultiFiT)
-def finetune_lm(self, texts, valid=None, epochs: int | None = None, overwrite: bool = False, **preset_kw) -> Path:
-    "Fine-tune the LM (from `lm_pretrained/` if present) on the task's texts -> `lm_finetuned/`"
+def finetune_lm(self,
+                texts,                        # in-domain texts: a list, a DataFrame, CSV (also .csv.gz) or text/.gz files
+                valid=None,                   # held-out texts (default: 5 % of `texts`)
+                epochs: int | None = None,    # default: the preset's
+                overwrite: bool = False,      # redo the stage if its package exists
+                precision: str = 'fp32',      # fp32, bf16 (GPU or a CPU with native bf16) or fp16 (GPU)
+                **preset_kw) -> Path:
+    "Fine-tune the LM (from `lm_pretrained/` if present) on in-domain texts (unlabelled task documents) -> `lm_finetuned/`"
     if (self.stage_path('finetune')/'config.json').is_file() and not overwrite:
         self._log(f'finetune: using {self.stage_path("finetune")}'); return self.stage_path('finetune')
     if is_distributed(): raise ValueError('fine-tune the LM in a single process (task texts are small); only pretrain and classify run data-parallel')
@@ -276,7 +276,8 @@ def finetune_lm(self, texts, valid=None, epochs: int | None = None, overwrite: b
     pre = self.stage_path('pretrain')
     pre = pre if (pre/'config.json').is_file() else None
     if pre is None: self._log('finetune: no pretrained LM in this experiment, starting from scratch')
-    return _fit_lm(self, 'finetune', _text_dls(self, texts, None if valid is None else read_texts(valid)), epochs, pre, preset_kw)
+    return _fit_lm(self, 'finetune', _text_dls(self, texts, None if valid is None else read_texts(valid)), epochs, pre, preset_kw,
+                   precision=precision)
 
 # %% ../nbs/06_pipeline.ipynb #c7da69be
 def _stratified_split(df: pd.DataFrame, pct: float, seed: int):
@@ -310,7 +311,7 @@ def train_classifier(self, df, valid=None, epochs: int | None = None, text_cols=
     dls = text_dataloaders(self.tokenizer(), train, valid, label_col='label', bs=p.bs, seq_len=p.bptt)
     src = self.encoder_source() if encoder == 'auto' else encoder  # None: no pretrained encoder
     if src is None: self._log(f'{name}: no language model, training from scratch')
-    learn = _set_precision(multifit_classifier_learner(dls, preset=p, pretrained=src), precision)
+    learn = set_precision(multifit_classifier_learner(dls, preset=p, pretrained=src), precision)
     t0 = time.time()
     with data_parallel(learn):
         if src is not None:  # paper: one epoch of the head first, then everything
