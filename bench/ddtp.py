@@ -1,22 +1,28 @@
 """Evaluation harness on ../shared/data/ddtp (not a test): the paper's kind of tables on this machine.
 
-Per language: a SentencePiece tokenizer and a QRNN LM pretrained on ../shared/data/corpora/<lang>.txt.gz, fine-tuned
-on the task texts (train.csv, labels unused), then classifiers on 1000 (train.csv) and 100 (train_100.csv) labels:
-  * MultiFiT pretrained   (encoder from the fine-tuned LM)
-  * MultiFiT no pretraining (same tokenizer, classifier from scratch)
-  * TF-IDF (char 1-4 + word 1-2) + logistic regression
-and, for --word-langs, the same pretrained pipeline with a word-level tokenizer (paper Table 7): texts segmented into
-words first (ja: janome, zh: jieba, others: words and punctuation marks; `pip install janome jieba`), then a
-SentencePiece 'word' model keeping the --vocab-sz most frequent words.
-Accuracy on valid.csv, time per stage, model size. Checkpointed and resumable: every finished (lang, setting) is kept
-in the results JSON and skipped on the next run; every stage's package stays in --work.
+Per language, one SentencePiece tokenizer (trained on the corpus paragraphs and the in-domain documents) and these
+classifier settings, each trained with --seeds (the seed sets the classifier's initialisation and batch order; the
+LMs are trained once, seed 0), on 1000 (train.csv) and 100 (train_100.csv) labels:
+  * pretrained          QRNN LM pretrained on ../shared/data/corpora/<lang>.txt.gz, then fine-tuned on the
+                        language's in-domain unlabelled documents (ddtp/<lang>/unlabelled.csv.gz): MultiFiT's recipe
+  * in_domain_lm        the paper's "no wiki" row: no corpus pretraining, the LM trained only on the in-domain text
+  * pretrained_task     the corpus LM fine-tuned on the 1000 task texts only (the in-domain lever switched off)
+  * no_pretraining      the classifier from scratch (same tokenizer)
+  * tfidf_lr            TF-IDF (char 1-4 + word 1-2) + logistic regression (deterministic: one run)
+With --min-steps-100 M, every MultiFiT setting is also trained at 100 labels with at least M optimizer steps
+(`<setting>+min_steps`). For --word-langs, the `pretrained` pipeline with a word-level tokenizer (paper Table 7):
+texts segmented into words first (ja: janome, zh: jieba, others: words and punctuation marks), then a SentencePiece
+'word' model keeping the --vocab-sz most frequent words.
 
-Run:   .venv/bin/python bench/ddtp.py [--langs de ja zh ...] [--size demo] [--max-lines 60000] [--quick]
+Accuracy on valid.csv (mean +- sd over seeds), time per stage, model size. Checkpointed and resumable: every finished
+run is kept in the results JSON and skipped on the next run; every stage's package stays in --work.
+
+Run:   .venv/bin/python bench/ddtp.py [--langs de ja ...] [--settings pretrained in_domain_lm ...] [--seeds 0 1 2] [--quick]
 Writes bench/results/ddtp.json and bench/results/ddtp.md (or *_quick.* with --quick).
 Also: --mldoc DIR runs the same on the original MLDoc/CLS layout ({lang}.train.csv, {lang}.dev.csv, header-less
-label,text) for users who have those data sets.
+label,text; the in-domain text is then the train texts).
 """
-import argparse, json, os, platform, re, time
+import argparse, json, os, platform, re, shutil, statistics, time
 from datetime import date
 from pathlib import Path
 import pandas as pd, torch
@@ -26,6 +32,11 @@ from multifit_fastai.learner import load_package
 
 HERE = Path(__file__).resolve().parent
 LANGS = ['de', 'ja', 'zh', 'fr', 'es', 'it', 'ru', 'en']
+SETTINGS = {'pretrained': 'MultiFiT: corpus pretraining + in-domain LM fine-tuning',
+            'in_domain_lm': 'MultiFiT "no wiki": LM on the in-domain text only',
+            'pretrained_task': 'MultiFiT: corpus pretraining + fine-tuning on the task texts only',
+            'no_pretraining': 'MultiFiT, no pretraining',
+            'tfidf_lr': 'TF-IDF + LR'}
 
 def du_mb(p) -> float: return round(sum(f.stat().st_size for f in Path(p).rglob('*') if f.is_file()) / 1e6, 1)
 
@@ -42,14 +53,17 @@ class Results:
         print(f'  [{k}] {v}', flush=True)
 
 def load_lang(a, lang):
+    "train (1000), train_100, valid and the in-domain unlabelled texts"
     if a.mldoc:
         d = Path(a.mldoc)
         tr = read_mldoc(d/f'{lang}.train.csv'); va = read_mldoc(d/f'{lang}.dev.csv')
-        return tr, tr.sample(min(100, len(tr)), random_state=0), va
+        return tr, tr.sample(min(100, len(tr)), random_state=0), va, list(tr.text)
     d = a.data/'ddtp'/lang
     tr, t100, va = (pd.read_csv(d/f'{s}.csv') for s in ('train', 'train_100', 'valid'))
-    if a.quick: tr, t100, va = tr.sample(200, random_state=0), t100, va[:150]
-    return tr, t100, va
+    unl = pd.read_csv(d/'unlabelled.csv.gz').text.dropna().astype(str).tolist()
+    if a.max_unlabelled: unl = unl[:a.max_unlabelled]
+    if a.quick: tr, va = tr.sample(200, random_state=0), va[:150]
+    return tr, t100, va, unl
 
 WORD_RE = re.compile(r'\w+|[^\w\s]')
 
@@ -68,70 +82,135 @@ def word_segmenter(lang):
         raise SystemExit(f'word-level {lang} needs a word segmenter: pip install janome jieba ({e})') from None
     return lambda s: ' '.join(WORD_RE.findall(s))
 
-def run_lang(a, res, lang, tokenization='subword'):
-    tr, t100, va = load_lang(a, lang)
-    exp_dir = a.work/f'{lang}-{tokenization}'
-    if tokenization == 'word':  # texts pre-segmented into words; SentencePiece's 'word' model then keeps the vocab_sz most frequent
-        seg = word_segmenter(lang)
-        tr, t100, va = (df.assign(text=[seg(t) for t in df.text]) for df in (tr, t100, va))
+def experiment(a, path, lang, tok_kwargs, share_from=None, stages=()):
+    "A `MultiFiT` experiment; `share_from` lends its tokenizer (and `stages`' packages) so settings differ only in the LM"
+    if share_from is not None:
+        for s in ('tokenizer',) + tuple(stages):
+            src, dst = share_from.stage_path(s), Path(path)/share_from.stage_path(s).name
+            if not dst.exists(): shutil.copytree(src, dst)
+    return MultiFiT(path, lang=lang, size=a.size, vocab_sz=a.vocab_sz, tok_kwargs=tok_kwargs,
+                    overrides=dict(bptt=a.bptt, **({} if not a.quick else dict(emb_sz=64, n_hid=128, n_layers=2))))
+
+def lm_experiments(a, lang, tokenization, tr, unl, seg):
+    "Train the LMs the requested settings need; returns {setting: (experiment, encoder)}"
+    base = a.work/f'{lang}-{tokenization}'
     tok_kwargs = {'model_type': 'word'} if tokenization == 'word' else {}
-    exp = MultiFiT(exp_dir, lang=lang, size=a.size, vocab_sz=a.vocab_sz, tok_kwargs=tok_kwargs,
-                   overrides=dict(bptt=a.bptt, **({} if not a.quick else dict(emb_sz=64, n_hid=128, n_layers=2))))
-    corpus = list(read_lines(a.data/'corpora'/f'{lang}.txt.gz', max_lines=a.max_lines))
-    if tokenization == 'word' and not (exp_dir/'lm_pretrained'/'config.json').is_file():
-        t0 = time.time(); corpus = [seg(t) for t in corpus]
-        print(f'  segmented {len(corpus)} corpus paragraphs into words in {time.time() - t0:.0f}s', flush=True)
-    exp.pretrain_lm(corpus + list(tr.text), epochs=a.pretrain_epochs, bs=a.lm_bs, lr=a.lm_lr)
-    exp.finetune_lm(list(tr.text), valid=list(va.text), epochs=a.finetune_epochs, bs=a.lm_bs, lr=a.ft_lr)
-    settings = [(1000, tr), (100, t100)] if tokenization == 'subword' else [(1000, tr)]
-    for n, train in settings:
-        variants = [('multifit_pretrained', 'auto')] + ([('multifit_no_pretraining', None)] if tokenization == 'subword' else [])
-        for name, enc in variants:
-            key = f'{lang}/{tokenization}/{name}/{n}'
-            if res.has(key): continue
-            t0 = time.time()
-            clas_kw = dict(lr=a.clas_lr, lr_low=None) if a.clas_flat else {}
-            pkg_dir = exp.train_classifier(train, valid=va, epochs=a.clas_epochs, name=f'clas_{name}_{n}', encoder=enc,
-                                           bs=a.clas_bs, **clas_kw)
-            pkg = load_package(pkg_dir)
-            pred = pkg.predict(list(va.text))
-            acc = float((pred.label.values == va.label.astype(str).values).mean())
-            h = exp.history
-            res.put(key, dict(accuracy=round(acc, 4), seconds_classifier=round(time.time() - t0, 1),
-                              seconds_pretrain=h.get('pretrain', {}).get('seconds'), seconds_finetune=h.get('finetune', {}).get('seconds'),
-                              lm_valid_perplexity=h.get('finetune', {}).get('valid_perplexity'),
-                              pretrain_tokens_per_epoch=h.get('pretrain', {}).get('tokens_per_epoch'),
-                              model_mb=du_mb(pkg_dir), threads=torch.get_num_threads()))
-        if tokenization == 'subword':
+    settings = ['pretrained'] if tokenization == 'word' else [s for s in a.settings if s != 'tfidf_lr']
+    needs_corpus = any(s in settings for s in ('pretrained', 'pretrained_task'))
+    main = experiment(a, base, lang, tok_kwargs)
+    lm_kw = dict(bs=a.lm_bs, lr=a.lm_lr, precision=a.precision)
+    if not (base/'tokenizer'/'tokenizer.json').is_file() or (needs_corpus and not (base/'lm_pretrained'/'config.json').is_file()):
+        corpus = list(read_lines(a.data/'corpora'/f'{lang}.txt.gz', max_lines=a.max_lines)) if not a.mldoc else []
+        if seg is not None:
+            t0 = time.time(); corpus = [seg(t) for t in corpus]
+            print(f'  segmented {len(corpus)} corpus paragraphs into words in {time.time() - t0:.0f}s', flush=True)
+        main.train_tokenizer(corpus + unl)
+        if needs_corpus: main.pretrain_lm(corpus + list(tr.text), epochs=a.pretrain_epochs, **lm_kw)
+    out = {}
+    if 'pretrained' in settings:
+        main.finetune_lm(unl, epochs=a.finetune_epochs, bs=a.lm_bs, lr=a.ft_lr, precision=a.precision)
+        out['pretrained'] = (main, 'auto')
+    if 'no_pretraining' in settings: out['no_pretraining'] = (main, None)
+    if 'in_domain_lm' in settings:
+        e = experiment(a, a.work/f'{lang}-{tokenization}-in_domain', lang, tok_kwargs, share_from=main)
+        e.finetune_lm(unl, epochs=a.in_domain_epochs, first_epoch_last_group=False, **lm_kw)  # from scratch: no frozen epoch
+        out['in_domain_lm'] = (e, 'auto')
+    if 'pretrained_task' in settings:
+        e = experiment(a, a.work/f'{lang}-{tokenization}-task', lang, tok_kwargs, share_from=main, stages=('pretrain',))
+        e.finetune_lm(list(tr.text), epochs=a.task_finetune_epochs, bs=a.lm_bs, lr=a.ft_lr, precision=a.precision)
+        out['pretrained_task'] = (e, 'auto')
+    return out
+
+def classifier_run(a, res, key, exp, enc, train, va, name, seed, **kw):
+    if res.has(key): return
+    t0 = time.time()
+    clas_kw = dict(lr=a.clas_lr, lr_low=None) if a.clas_flat else {}
+    pkg_dir = exp.train_classifier(train, valid=va, epochs=a.clas_epochs, name=name, encoder=enc, bs=a.clas_bs,
+                                   seed=seed, precision=a.precision, **clas_kw, **kw)
+    pred = load_package(pkg_dir).predict(list(va.text))
+    acc = float((pred.label.values == va.label.astype(str).values).mean())
+    h = exp.history
+    res.put(key, dict(accuracy=round(acc, 4), seconds_classifier=round(time.time() - t0, 1), seed=seed,
+                      epochs=h.get(name, {}).get('epochs'), steps=h.get(name, {}).get('steps'),
+                      seconds_pretrain=h.get('pretrain', {}).get('seconds'), seconds_finetune=h.get('finetune', {}).get('seconds'),
+                      lm_valid_perplexity=h.get('finetune', {}).get('valid_perplexity'),
+                      lm_tokens_per_epoch=h.get('finetune', {}).get('tokens_per_epoch'),
+                      model_mb=du_mb(pkg_dir), threads=torch.get_num_threads(), **kw))
+    shutil.rmtree(pkg_dir, ignore_errors=True)  # the accuracy is recorded; classifier packages are 20 MB each
+
+def run_lang(a, res, lang, tokenization='subword'):
+    tr, t100, va, unl = load_lang(a, lang)
+    seg = word_segmenter(lang) if tokenization == 'word' else None
+    if seg is not None: tr, t100, va = (df.assign(text=[seg(t) for t in df.text]) for df in (tr, t100, va)); unl = [seg(t) for t in unl]
+    exps = lm_experiments(a, lang, tokenization, tr, unl, seg)
+    label_sets = [(1000, tr), (100, t100)] if tokenization == 'subword' else [(1000, tr)]
+    for n, train in label_sets:
+        for setting, (exp, enc) in exps.items():
+            variants = [('', {})] + ([('+min_steps', dict(min_steps=a.min_steps_100))] if n == 100 and a.min_steps_100 else [])
+            for suffix, kw in variants:
+                for seed in a.seeds:
+                    key = f'{lang}/{tokenization}/{setting}{suffix}/{n}/s{seed}'
+                    classifier_run(a, res, key, exp, enc, train, va, f'clas_{setting}{suffix}_{n}_s{seed}', seed, **kw)
+        if tokenization == 'subword' and 'tfidf_lr' in a.settings:
             key = f'{lang}/subword/tfidf_lr/{n}'
             if not res.has(key):
                 b = tfidf_baseline(train, va)
                 res.put(key, dict(accuracy=round(b['accuracy'], 4), seconds=b['seconds']))
 
+def cell(runs, prefix):
+    "Accuracies of every seed of `prefix` (a setting at one label count), or of the single deterministic run"
+    if prefix in runs: return [runs[prefix]['accuracy']]
+    return [v['accuracy'] for k, v in runs.items() if k.rsplit('/', 1)[0] == prefix]
+
+def fmt(xs):
+    if not xs: return ''
+    if len(xs) == 1: return f'{xs[0]:.3f}'
+    return f'{statistics.mean(xs):.3f} ± {statistics.stdev(xs):.3f}'
+
 def write_md(res, out):
     runs, m = res.d['runs'], res.d['meta']
     langs = [l for l in LANGS if any(k.startswith(l + '/') for k in runs)]
-    rows = [f"DDTP topic classification (8 classes), accuracy on `valid.csv`. {m['machine']}, {m['date']}; "
-            f"LM size `{m['size']}` ({m['dims']}), vocab {m['vocab_sz']}, pretraining on the first {m['max_lines']} "
-            f"paragraphs of `corpora/<lang>.txt.gz` + the train texts for {m['pretrain_epochs']} epoch(s), "
-            f"fine-tuning {m['finetune_epochs']} epoch(s), classifier {m['clas_epochs']} epochs (+1 frozen epoch when pretrained); "
-            f"LM batch {m.get('lm_bs')} at lr {m.get('lm_lr')} (fine-tuning {m.get('ft_lr')}), classifier batch {m.get('clas_bs')} at "
-            + ("one flat lr " + str(m.get('clas_lr')) if m.get('clas_flat') else "the paper's discriminative slice") + '.', '',
-            '| setting | ' + ' | '.join(langs) + ' |', '|---|' + '---|' * len(langs)]
+    names = sorted({k.split('/')[2] for k in runs}, key=lambda s: (list(SETTINGS).index(s.split('+')[0]) if s.split('+')[0] in SETTINGS else 99, s))
+    rows = [f"DDTP topic classification (8 classes), accuracy on `valid.csv`, mean ± sd over classifier seeds {m.get('seeds')} "
+            f"(TF-IDF: one deterministic run). {m['machine']}, {m['date']}; LM size `{m['size']}` ({m['dims']}), vocab "
+            f"{m['vocab_sz']}; corpus pretraining on the first {m['max_lines']} paragraphs of `corpora/<lang>.txt.gz` for "
+            f"{m['pretrain_epochs']} epoch(s); in-domain LM fine-tuning on `unlabelled.csv.gz` ({m.get('max_unlabelled') or 'all'} "
+            f"documents) for {m['finetune_epochs']} epoch(s), the \"no wiki\" LM {m.get('in_domain_epochs')} epoch(s) on the same "
+            f"text; LM batch {m.get('lm_bs')} at lr {m.get('lm_lr')} (fine-tuning {m.get('ft_lr')}); classifier "
+            f"{m['clas_epochs']} epochs (+1 frozen epoch when pretrained), batch {m.get('clas_bs')} at "
+            + ("one flat lr " + str(m.get('clas_lr')) if m.get('clas_flat') else "the paper's discriminative slice")
+            + f"; precision {m.get('precision', 'fp32')}.", '',
+            '| setting | labels | ' + ' | '.join(langs) + ' |', '|---|---|' + '---|' * len(langs)]
     for n in (1000, 100):
-        for name, label in [('subword/multifit_pretrained', 'MultiFiT, pretrained'), ('subword/multifit_no_pretraining', 'MultiFiT, no pretraining'),
-                            ('subword/tfidf_lr', 'TF-IDF + LR'), ('word/multifit_pretrained', 'MultiFiT pretrained, word-level tokens')]:
-            cells = [runs.get(f'{l}/{name}/{n}', {}).get('accuracy') for l in langs]
-            if any(c is not None for c in cells):
-                rows.append(f'| {label}, {n} labels | ' + ' | '.join('' if c is None else f'{c:.3f}' for c in cells) + ' |')
+        for tok in ('subword', 'word'):
+            for name in names:
+                cells = [cell(runs, f'{l}/{tok}/{name}/{n}') for l in langs]
+                if any(cells):
+                    label = SETTINGS.get(name.split('+')[0], name) + (' + min. steps' if '+min_steps' in name else '') + (', word-level tokens' if tok == 'word' else '')
+                    rows.append(f'| {label} | {n} | ' + ' | '.join(fmt(c) for c in cells) + ' |')
+    levers = [('in-domain LM fine-tuning', 'pretrained', 'pretrained_task'), ('corpus pretraining', 'pretrained', 'in_domain_lm'),
+              ('in-domain LM alone ("no wiki")', 'in_domain_lm', 'no_pretraining'), ('the whole MultiFiT LM', 'pretrained', 'no_pretraining'),
+              ('MultiFiT vs TF-IDF + LR', 'pretrained', 'tfidf_lr'), ('"no wiki" vs TF-IDF + LR', 'in_domain_lm', 'tfidf_lr')]
+    lever_rows = []
+    for what, x, y in levers:
+        for n in (1000, 100):
+            ds = []
+            for l in langs:
+                cx, cy = cell(runs, f'{l}/subword/{x}/{n}'), cell(runs, f'{l}/subword/{y}/{n}')
+                ds.append('' if not cx or not cy else f'{100 * (statistics.mean(cx) - statistics.mean(cy)):+.1f}')
+            if any(ds): lever_rows.append(f'| {what} | {n} | ' + ' | '.join(ds) + ' |')
+    if lever_rows:
+        rows += ['', 'Each lever: difference of the means, in points (a difference inside the seeds\' sd above is a tie).', '',
+                 '| lever | labels | ' + ' | '.join(langs) + ' |', '|---|---|' + '---|' * len(langs)] + lever_rows
     rows += ['', '| time per language (s) | ' + ' | '.join(langs) + ' |', '|---|' + '---|' * len(langs)]
-    for what, key, name in [('LM pretraining', 'seconds_pretrain', 'subword/multifit_pretrained/1000'),
-                            ('LM fine-tuning', 'seconds_finetune', 'subword/multifit_pretrained/1000'),
-                            ('classifier 1k (pretrained)', 'seconds_classifier', 'subword/multifit_pretrained/1000'),
-                            ('classifier 1k (no pretraining)', 'seconds_classifier', 'subword/multifit_no_pretraining/1000')]:
-        rows.append(f'| {what} | ' + ' | '.join(str(runs.get(f'{l}/{name}', {}).get(key, '')) for l in langs) + ' |')
-    rows.append('| torch threads | ' + ' | '.join(str(runs.get(f'{l}/subword/multifit_pretrained/1000', {}).get('threads', '')) for l in langs) + ' |')
-    rows.append('| classifier package (MB) | ' + ' | '.join(str(runs.get(f'{l}/subword/multifit_pretrained/1000', {}).get('model_mb', '')) for l in langs) + ' |')
+    def first(l, setting, key):
+        v = [r.get(key) for k, r in runs.items() if k.startswith(f'{l}/subword/{setting}/1000/')]
+        return '' if not v or v[0] is None else str(v[0])
+    for what, setting, key in [('LM pretraining (corpus)', 'pretrained', 'seconds_pretrain'), ('LM fine-tuning (in-domain)', 'pretrained', 'seconds_finetune'),
+                               ('"no wiki" LM', 'in_domain_lm', 'seconds_finetune'), ('classifier 1k, pretrained (one seed)', 'pretrained', 'seconds_classifier'),
+                               ('classifier 1k, no pretraining (one seed)', 'no_pretraining', 'seconds_classifier'),
+                               ('in-domain tokens per LM epoch', 'in_domain_lm', 'lm_tokens_per_epoch'), ('torch threads', 'no_pretraining', 'threads')]:
+        rows.append(f'| {what} | ' + ' | '.join(first(l, setting, key) for l in langs) + ' |')
     atomic_write_text(out, '\n'.join(rows) + '\n')
 
 def main():
@@ -139,27 +218,39 @@ def main():
     ap.add_argument('--data', type=Path, default=HERE.parents[1]/'shared'/'data')
     ap.add_argument('--mldoc', type=Path, help='directory with MLDoc/CLS-layout CSVs instead of DDTP')
     ap.add_argument('--langs', nargs='+', default=LANGS)
-    ap.add_argument('--word-langs', nargs='*', default=['de', 'ja', 'zh'])
+    ap.add_argument('--settings', nargs='+', default=list(SETTINGS), choices=list(SETTINGS))
+    ap.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2])
+    ap.add_argument('--word-langs', nargs='*', default=[])
     ap.add_argument('--size', default='demo'); ap.add_argument('--vocab-sz', type=int, default=8000)
-    ap.add_argument('--max-lines', type=int, default=40000, help='corpus paragraphs used for pretraining')
+    ap.add_argument('--max-lines', type=int, default=20000, help='corpus paragraphs used for pretraining')
+    ap.add_argument('--max-unlabelled', type=int, default=0, help='in-domain documents used (0: all)')
     ap.add_argument('--pretrain-epochs', type=int, default=1); ap.add_argument('--finetune-epochs', type=int, default=2)
+    ap.add_argument('--in-domain-epochs', type=int, default=3, help='epochs of the "no wiki" LM on the in-domain text')
+    ap.add_argument('--task-finetune-epochs', type=int, default=2)
     ap.add_argument('--clas-epochs', type=int, default=6); ap.add_argument('--clas-bs', type=int, default=18)
-    ap.add_argument('--lm-bs', type=int, default=16, help='LM batch size (paper: 50; small corpora need more steps)')
+    ap.add_argument('--min-steps-100', type=int, default=0, help='also train the 100-label classifiers with at least this many steps')
+    ap.add_argument('--lm-bs', type=int, default=32, help='LM batch size (paper: 50; small corpora need more steps)')
     ap.add_argument('--lm-lr', type=float, default=1e-2); ap.add_argument('--ft-lr', type=float, default=5e-3)
     ap.add_argument('--clas-lr', type=float, default=1e-2)
     ap.add_argument('--clas-flat', type=int, default=1, help="1: one flat classifier lr; 0: the paper's slice(lr/2.6**4, 2e-2)")
     ap.add_argument('--bptt', type=int, default=70)
+    ap.add_argument('--precision', default='fp32', choices=('fp32', 'bf16'), help='bf16 needs a CPU with native bf16')
     ap.add_argument('--work', type=Path, default=HERE/'work'/'ddtp')
     ap.add_argument('--quick', action='store_true', help='tiny run of every path (minutes)')
     ap.add_argument('--out', type=Path, default=HERE/'results')
     a = ap.parse_args()
-    if a.quick: a.max_lines, a.pretrain_epochs, a.finetune_epochs, a.clas_epochs, a.vocab_sz, a.work = 1500, 1, 1, 2, 3000, a.work.with_name('ddtp_quick')
+    if a.quick:
+        a.max_lines, a.pretrain_epochs, a.finetune_epochs, a.in_domain_epochs, a.task_finetune_epochs = 1500, 1, 1, 1, 1
+        a.clas_epochs, a.vocab_sz, a.max_unlabelled, a.work = 2, 3000, 300, a.work.with_name('ddtp_quick')
+        a.seeds = a.seeds[:2]
     from multifit_fastai.learner import SIZES
     dims = SIZES.get(a.size, {}) if not a.quick else dict(emb_sz=64, n_hid=128, n_layers=2)
     meta = dict(machine=f'{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}',
                 date=str(date.today()), size=a.size if not a.quick else 'quick', dims=dims, vocab_sz=a.vocab_sz, max_lines=a.max_lines,
-                pretrain_epochs=a.pretrain_epochs, finetune_epochs=a.finetune_epochs, clas_epochs=a.clas_epochs, bptt=a.bptt,
-                lm_bs=a.lm_bs, lm_lr=a.lm_lr, ft_lr=a.ft_lr, clas_bs=a.clas_bs, clas_lr=a.clas_lr, clas_flat=a.clas_flat)
+                max_unlabelled=a.max_unlabelled, pretrain_epochs=a.pretrain_epochs, finetune_epochs=a.finetune_epochs,
+                in_domain_epochs=a.in_domain_epochs, task_finetune_epochs=a.task_finetune_epochs, clas_epochs=a.clas_epochs,
+                bptt=a.bptt, lm_bs=a.lm_bs, lm_lr=a.lm_lr, ft_lr=a.ft_lr, clas_bs=a.clas_bs, clas_lr=a.clas_lr,
+                clas_flat=a.clas_flat, seeds=a.seeds, min_steps_100=a.min_steps_100, precision=a.precision)
     stem = 'ddtp_quick' if a.quick else ('mldoc' if a.mldoc else 'ddtp')
     res = Results(a.out/f'{stem}.json', meta)
     for lang in a.langs:

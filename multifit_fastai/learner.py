@@ -75,6 +75,7 @@ class MultiFiTPreset:
     max_len: int = 1400             # classifier: tokens per document fed to the encoder (20 x bptt)
     lin_ftrs: tuple = (50,)         # classifier head hidden sizes
     seed: int | None = 42
+    min_steps: int = 0              # classifier: at least this many optimizer steps (more epochs for small label sets)
 
     def __post_init__(self):
         if self.stage not in STAGES: raise ValueError(f'unknown stage {self.stage!r}; use one of {STAGES}')

@@ -11,7 +11,7 @@ from .core import atomic_write_json, read_lines
 from .tokenizer import SPTokenizer, iter_text_lines
 from .learner import (multifit_preset, MultiFiTPreset, text_dataloaders, multifit_lm_learner,
                                      multifit_classifier_learner, save_pretrained, load_package, PackageError, SIZES)
-from fastai.torch_core import rank_distrib
+from fastai.torch_core import rank_distrib, set_seed
 from .checkpoint import ResumableCheckpoint
 from .precision import set_precision
 from .corpus import tokenize_corpus, corpus_dataloaders, TokenCorpus
@@ -308,22 +308,24 @@ def train_classifier(self, df, valid=None, epochs: int | None = None, text_cols=
     if epochs is not None: p = p.replace(epochs=epochs)
     train, valid = (df, read_table(valid, text_cols, label_col, 'valid')) if valid is not None else _stratified_split(df, 0.1, ifnone(p.seed, 0))
     if not (self.stage_path('tokenizer')/'tokenizer.json').is_file(): self.train_tokenizer(list(train.text))
+    if p.seed is not None: set_seed(p.seed)
     dls = text_dataloaders(self.tokenizer(), train, valid, label_col='label', bs=p.bs, seq_len=p.bptt)
     src = self.encoder_source() if encoder == 'auto' else encoder  # None: no pretrained encoder
     if src is None: self._log(f'{name}: no language model, training from scratch')
     learn = set_precision(multifit_classifier_learner(dls, preset=p, pretrained=src), precision)
+    epochs = max(p.epochs, -(-p.min_steps // max(1, len(dls.train))))  # at least `min_steps` optimizer steps
     t0 = time.time()
     with data_parallel(learn):
         if src is not None:  # paper: one epoch of the head first, then everything
             learn.freeze(); learn.fit_one_cycle(1)
             learn.unfreeze()
-        learn.fit_one_cycle(p.epochs)
+        learn.fit_one_cycle(epochs)
     secs = time.time() - t0
     loss, acc = map(float, learn.recorder.values[-1][1:3])
     rank0_only(save_pretrained, learn, out)
-    self._record(name, seconds=round(secs, 1), epochs=p.epochs, valid_accuracy=acc, valid_loss=loss, processes=world_size(),
+    self._record(name, seconds=round(secs, 1), epochs=epochs, steps=int(learn.train_iter), valid_accuracy=acc, valid_loss=loss, processes=world_size(),
                  train_docs=len(train), valid_docs=len(valid), from_package=str(src) if src else None)
-    self._log(f'{name}: {p.epochs} epochs in {secs:.0f}s, valid accuracy {acc:.3f}')
+    self._log(f'{name}: {epochs} epochs in {secs:.0f}s, valid accuracy {acc:.3f}')
     return out
 
 # %% ../nbs/06_pipeline.ipynb #3b1576a6
