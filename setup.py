@@ -30,7 +30,8 @@ setuptools.setup(
     python_requires='>=' + cfg['min_python'],
     install_requires=_reqs('requirements'),
     extras_require={'dev': _reqs('dev_requirements'), 'teacher': _reqs('teacher_requirements'),
-                    'distributed': _reqs('distributed_requirements'), 'bench': _reqs('bench_requirements')},
+                    'distributed': _reqs('distributed_requirements'), 'bench': _reqs('bench_requirements'),
+                    'v1': _reqs('v1_requirements')},
     entry_points={'console_scripts': cfg['console_scripts'].split()},
     zip_safe=False,
 )

@@ -2,7 +2,7 @@
 
 # %% ../nbs/05b_convert.ipynb #a34754c7
 from __future__ import annotations
-import hashlib, io, pickle, re, shutil, struct, tempfile, time
+import hashlib, io, json, pickle, re, shutil, struct, tempfile, time, zipfile
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
@@ -10,14 +10,15 @@ import torch, torch.nn as nn
 from fastai.text.models.core import get_language_model
 import multifit_fastai
 from .core import atomic_write_json
-from .tokenizer import SPTokenizer, SPECIAL_TOKENS, UNK, PAD, UNK_ID, PAD_ID
+from .tokenizer import SPTokenizer, SPECIAL_TOKENS, UNK, PAD, UNK_ID, PAD_ID, TOK_CONFIG
+from .v1text import V1Text, V1_LAYOUTS, detect_v1_layout, v1_rows
 from .models import AWD_QRNN
 from .learner import MultiFiTPreset, multifit_preset, write_package, _sha256
 
 # %% auto #0
-__all__ = ['V1_SPECIAL_TOKENS', 'pb_fields', 'pb_field', 'PieceType', 'TrainerField', 'SPPiece', 'sp_pieces', 'sp_trainer_spec',
-           'rewrite_sp_model', 'ConversionError', 'convert_v1_sp_model', 'load_itos', 'load_v1_state_dict',
-           'map_v1_keys', 'v1_dims', 'v1_rows', 'take_rows', 'permute_vocab', 'convert_multifit_v1']
+__all__ = ['pb_fields', 'pb_field', 'PieceType', 'TrainerField', 'SPPiece', 'sp_pieces', 'sp_trainer_spec', 'rewrite_sp_model',
+           'ConversionError', 'convert_v1_sp_model', 'load_itos', 'load_v1_state_dict', 'map_v1_keys', 'v1_dims',
+           'take_rows', 'permute_vocab', 'v1_lang', 'convert_multifit_v1']
 
 # %% ../nbs/05b_convert.ipynb #eb91cf63
 def _read_varint(b: bytes, i: int) -> tuple[int, int]:
@@ -127,34 +128,33 @@ def rewrite_sp_model(proto: bytes,           # serialized SentencePiece model
     return b''.join(out)
 
 # %% ../nbs/05b_convert.ipynb #e0dc8ca3
-V1_SPECIAL_TOKENS = ['xxunk', 'xxpad', 'xxbos', 'xxfld', 'xxmaj', 'xxup', 'xxrep', 'xxwrep']  # fastai <= 1.0.59
-
 class ConversionError(ValueError):
-    "An original MultiFiT model that cannot be converted (corrupt, unsafe, or not in the expected layout)"
+    "An original MultiFiT model that cannot be converted (corrupt, unsafe, or not in a known layout)"
 
-def convert_v1_sp_model(proto: bytes) -> tuple[bytes, list]:
-    "Rewrite a fastai v1 SentencePiece model into `SPTokenizer`'s layout; also return the v1 piece behind each new id"
+def _layout_error(pieces: list) -> ConversionError:
+    want = '; '.join(f"{k} ({l.desc}): {l.special_pieces + ['<unk>']}" for k, l in V1_LAYOUTS.items())
+    return ConversionError(f'spm.model is not in a fastai v1 MultiFiT layout: its first pieces are {pieces[:10]}; '
+                           f'the known layouts start {want}')
+
+def convert_v1_sp_model(proto: bytes) -> tuple[bytes, str]:
+    "Rewrite a fastai v1 SentencePiece model into `SPTokenizer`'s layout; also return the v1 layout's name"
     try: pieces = sp_pieces(proto)
     except (ValueError, UnicodeDecodeError, struct.error) as e:
         raise ConversionError(f'spm.model is not a SentencePiece model: {e}') from None
-    by_str = {p.piece: p for p in pieces}
-    unk = [p for p in pieces if p.type == PieceType.UNKNOWN]
-    if len(unk) != 1: raise ConversionError(f'spm.model has {len(unk)} unknown pieces, expected 1')
-    missing = [t for t in V1_SPECIAL_TOKENS if '▁' + t not in by_str]
-    if missing: raise ConversionError(f'spm.model is not a fastai v1 MultiFiT model: it lacks the special piece(s) '
-                                      f'{["▁" + t for t in missing]}')
-    clash = [s for s in (UNK, PAD) if s in by_str and s != unk[0].piece]
-    if clash: raise ConversionError(f'spm.model already has piece(s) {clash}, which the converted model needs')
+    layout = detect_v1_layout([p.piece for p in pieces])
+    if layout is None or pieces[V1_LAYOUTS[layout].unk_id].type != PieceType.UNKNOWN:
+        raise _layout_error([p.piece for p in pieces])
+    l = V1_LAYOUTS[layout]
+    by_tok, unk, rest = dict(zip(l.specials, pieces)), pieces[l.unk_id], pieces[l.unk_id + 1:]
     spec = ['▁' + t for t in SPECIAL_TOKENS[2:]]
-    src = [unk[0].piece, '▁' + PAD] + [s if s in by_str else None for s in spec]
-    head = [SPPiece(UNK, unk[0].score, PieceType.UNKNOWN), SPPiece(PAD, 0., PieceType.CONTROL)] + \
-           [SPPiece(s, by_str[s].score if s in by_str else 0., PieceType.USER_DEFINED) for s in spec]
-    skip = set(src) | {'▁' + UNK}
-    rest = [p for p in pieces if p.piece not in skip]
+    head = [SPPiece(UNK, unk.score, PieceType.UNKNOWN), SPPiece(PAD, 0., PieceType.CONTROL)] + \
+           [SPPiece(s, by_tok[s[1:]].score if s[1:] in by_tok else 0., PieceType.USER_DEFINED) for s in spec]
+    clash = sorted({p.piece for p in rest} & {p.piece for p in head})
+    if clash: raise ConversionError(f'spm.model has piece(s) {clash} besides its specials, which the converted model needs')
     F = TrainerField
     trainer = {F.VOCAB_SIZE: len(head) + len(rest), F.UNK_ID: UNK_ID, F.PAD_ID: PAD_ID, F.BOS_ID: -1, F.EOS_ID: -1,
                F.UNK_PIECE: UNK, F.PAD_PIECE: PAD, F.UNK_SURFACE: f' {UNK} ', F.USER_DEFINED_SYMBOLS: spec}
-    return rewrite_sp_model(proto, head + rest, trainer), src + [p.piece for p in rest]
+    return rewrite_sp_model(proto, head + rest, trainer), layout
 
 # %% ../nbs/05b_convert.ipynb #839262dd
 class _NoGlobals(pickle.Unpickler):
@@ -240,18 +240,6 @@ def v1_dims(sd: dict) -> dict:
     return dict(emb_sz=emb_sz, n_hid=n_hid, n_layers=n_layers, vocab_sz=vocab_sz)
 
 # %% ../nbs/05b_convert.ipynb #331f90f2
-def v1_rows(itos: list, src: list) -> list:
-    "For each new id, the `itos` index of the v1 piece it comes from (`None`: a token v1 did not have)"
-    idx = {s: i for i, s in enumerate(itos)}
-    rows = []
-    for p in src:
-        if p is None: rows.append(None); continue
-        i = idx.get(p[1:]) if p[1:] in V1_SPECIAL_TOKENS else None
-        i = idx.get(p) if i is None else i
-        if i is None: raise ConversionError(f'itos.pkl does not match spm.model: it has no token for the piece {p!r}')
-        rows.append(i)
-    return rows
-
 def take_rows(w: torch.Tensor, rows: list) -> torch.Tensor:
     "Rows `rows` of `w` (dim 0); `None` gives the mean row"
     out = w[torch.tensor([0 if r is None else r for r in rows])].clone()
@@ -271,32 +259,80 @@ def _src_file(src: Path, name) -> Path:
     if not p.is_file(): raise FileNotFoundError(f'{p} not found: a v1 MultiFiT model directory needs {Path(name).name}')
     return p
 
+def _info_lang(info) -> str | None:
+    "The language an n-waves/multifit `info.json` names (its `lang`, `arch.lang`, or its data set folder `de-100`)"
+    if not isinstance(info, dict): return None
+    arch = info.get('arch') if isinstance(info.get('arch'), dict) else {}
+    lang = info.get('lang') or arch.get('lang')
+    if not lang and info.get('dataset_path'):
+        name = Path(str(info['dataset_path'])).name.split('-')[0]
+        lang = 'en' if name == 'wikitext' else name if len(name) == 2 else None
+    return lang if isinstance(lang, str) and lang else None
+
+def v1_lang(src: Path, lang: str | None = None) -> str:
+    "The model's language: from `src/info.json` where it names one, else `lang` (required then)"
+    f, found = Path(src)/'info.json', None
+    lang = None if lang in (None, '', 'xx') else lang
+    if f.is_file():
+        try: found = _info_lang(json.loads(f.read_text(encoding='utf-8')))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e: raise ConversionError(f'corrupt {f}: {e}') from None
+    if found and lang and found != lang:
+        raise ConversionError(f'{f} says the model is {found!r} but lang {lang!r} was given: drop --lang or correct it')
+    if found or lang: return found or lang
+    raise ConversionError(f'the language of the model in {src} is unknown (no info.json naming it): give it with --lang '
+                          '(e.g. --lang de); the Moses tokenizer of the original pipeline needs it')
+
+def _check_itos(vocab: list, pieces: list, f_itos: Path, f_spm: Path):
+    if len(vocab) != len(pieces):
+        raise ConversionError(f'{f_itos.name} has {len(vocab)} tokens but {f_spm.name} has {len(pieces)} pieces')
+    bad = next((i for i, (a, b) in enumerate(zip(vocab, pieces)) if a != b), None)
+    if bad is not None:
+        raise ConversionError(f'{f_itos.name} does not match {f_spm.name}: token {bad} is {vocab[bad]!r}, the piece is '
+                              f'{pieces[bad]!r} (itos must list the pieces in id order, as spm.vocab does)')
+
+def _experiment_tokenizer(out: Path, tok: SPTokenizer) -> Path | None:
+    "The experiment tokenizer directory to write when `out` is an experiment's `lm_pretrained/` (None: none to write)"
+    from multifit_fastai.pipeline import STAGE_DIRS
+    if out.name != STAGE_DIRS['pretrain']: return None
+    d = out.parent/STAGE_DIRS['tokenizer']
+    if not (d/TOK_CONFIG).is_file(): return d
+    if SPTokenizer.load(d).fingerprint != tok.fingerprint:
+        raise ConversionError(f'{d} holds another tokenizer than the converted model\'s: convert into a new experiment '
+                              f'directory, or remove {d} first')
+    return None
+
 def convert_multifit_v1(src_dir,                    # directory of the original model
-                        out_dir,                    # package directory to write
-                        lang: str = 'xx',           # language code for the tokenizer
+                        out_dir,                    # package directory to write (an experiment's `lm_pretrained/`: see above)
+                        lang: str | None = None,    # language code, when `info.json` does not name it
                         weights: str = 'lm_best.pth', # the LM checkpoint, relative to `src_dir`
                         itos: str = 'itos.pkl',     # the vocabulary
-                        spm_model: str = 'spm.model' # the SentencePiece model
+                        spm_model: str = 'spm.model', # the SentencePiece model
+                        mark_fields: bool = True    # texts start `xxbos xxfld 1`, as in MultiFiT's data pipeline
                        ) -> Path:
-    "Convert an original (fastai v1) MultiFiT LM into a model package with an equivalent tokenizer"
-    src = Path(src_dir)
+    "Convert an original (fastai v1) MultiFiT LM into a model package whose tokenizer is the original text pipeline"
+    src, out = Path(src_dir), Path(out_dir)
     if not src.is_dir(): raise FileNotFoundError(f'no model directory at {src}')
     f_w, f_itos, f_spm = _src_file(src, weights), _src_file(src, itos), _src_file(src, spm_model)
-    vocab, sd = load_itos(f_itos), map_v1_keys(load_v1_state_dict(f_w))
-    proto = f_spm.read_bytes()
-    new_proto, src_pieces = convert_v1_sp_model(proto)
-    n_pieces = len(sp_pieces(proto))
-    if len(vocab) != n_pieces:
-        raise ConversionError(f'{f_itos.name} has {len(vocab)} tokens but {f_spm.name} has {n_pieces} pieces')
+    lang = v1_lang(src, lang)
+    vocab, raw = load_itos(f_itos), load_v1_state_dict(f_w)
+    sd, proto = map_v1_keys(raw), f_spm.read_bytes()
+    new_proto, layout = convert_v1_sp_model(proto)
+    _check_itos(vocab, [p.piece for p in sp_pieces(proto)], f_itos, f_spm)
     if sd[_EMB].shape[0] != len(vocab):
         raise ConversionError(f'{f_itos.name} has {len(vocab)} tokens but the embedding in {f_w.name} has '
                               f'{sd[_EMB].shape[0]} rows')
     dims = v1_dims(sd)
-    sd = permute_vocab(sd, v1_rows(vocab, src_pieces))
-    tok = SPTokenizer(new_proto, lang=lang, meta=dict(converted_from='fastai v1 MultiFiT',
-                                                      source_spm_sha256=hashlib.sha256(proto).hexdigest()))
+    sd = permute_vocab(sd, v1_rows(len(vocab), layout))
+    tok = SPTokenizer(new_proto, lang=lang, rules=False, add_bos=False, v1=V1Text(proto, layout, lang, mark_fields),
+                      meta=dict(converted_from='fastai v1 MultiFiT', v1_layout=layout,
+                                source_spm_sha256=hashlib.sha256(proto).hexdigest()))
     preset = multifit_preset('pretrain', **{**dims, 'vocab_sz': len(tok)})
     model = get_language_model(AWD_QRNN, len(tok), config=preset.model_config(lm=True), drop_mult=preset.drop_mult)
     model.load_state_dict(sd)
-    return write_package(model, tok, preset, out_dir, converted_from=dict(
-        format='fastai v1 MultiFiT', files={f.name: _sha256(f) for f in (f_w, f_itos, f_spm)}))
+    exp_tok = _experiment_tokenizer(out, tok)
+    res = write_package(model, tok, preset, out, converted_from=dict(
+        format='fastai v1 MultiFiT', layout=layout, layout_desc=V1_LAYOUTS[layout].desc, lang=lang,
+        keys='layers.0.' if any('.layers.0.' in k for k in raw) else 'plain',
+        torch_format='zip' if zipfile.is_zipfile(f_w) else 'legacy', files={f.name: _sha256(f) for f in (f_w, f_itos, f_spm)}))
+    if exp_tok is not None: tok.save(exp_tok)
+    return res

@@ -125,8 +125,10 @@ class SPTokenizer(Transform):
                  rules=True,                  # True (fastai rules + `replace_case`), False, or a list of rule names
                  add_bos: bool = True,        # start every text with `xxbos`
                  n_workers: int | None = None,# processes for large batches (default: all cores)
-                 meta: dict | None = None):   # training settings, saved with the model
+                 meta: dict | None = None,    # training settings, saved with the model
+                 v1=None):                    # a `V1Text` (converted original models): its pipeline replaces the rules
         super().__init__()
+        self.v1 = v1
         self.model_proto, self.lang, self.add_bos, self.meta = bytes(model_proto), lang, add_bos, dict(meta or {})
         self.rule_names = [] if not rules else DEFAULT_RULES if rules is True else [getattr(r, '__name__', r) for r in rules]
         self.rule_fns = _rule_fns(rules)
@@ -153,6 +155,7 @@ class SPTokenizer(Transform):
         "Hash of the model and the rules: equal fingerprints give equal ids"
         h = hashlib.sha256(self.model_proto)
         h.update(json.dumps([self.rule_names, self.add_bos]).encode())
+        if self.v1 is not None: h.update(json.dumps(self.v1.config, sort_keys=True).encode())
         return h.hexdigest()[:16]
 
     def __repr__(self):
@@ -179,7 +182,7 @@ class SPTokenizer(Transform):
         d = {k: v for k, v in self.__dict__.items() if k not in ('sp', 'cache', 'rule_fns')}
         return d
     def __setstate__(self, d):
-        self.__dict__.update(d)
+        self.__dict__.update({'v1': None, **d})  # (pickled before `v1` existed: none)
         self.rule_fns, self.cache = _rule_fns(self.rule_names), {}
         self._load_sp()
 
@@ -210,6 +213,7 @@ def _worker_init(state):
 
 def _worker_encode(texts):
     tok = _W['tok']
+    if tok.v1 is not None: return tok.v1.encode_batch(texts)
     ids = tok.sp.encode([apply_rules(t, tok.rule_fns) for t in texts], out_type=int)
     return [np.asarray(o, dtype=np.int32) for o in ids]
 
@@ -219,6 +223,7 @@ def _mp_context():
 @patch_to(SPTokenizer)
 def encode_text(self, text) -> list[int]:
     "Ids of one text (without `xxbos`), after the rules"
+    if self.v1 is not None: return self.v1.encode(check_text(text)).tolist()
     t = apply_rules(check_text(text), self.rule_fns)
     try: return self.sp.encode(t, out_type=int)
     except (UnicodeEncodeError, TypeError, RuntimeError): raise _bad_unicode(t) from None
@@ -228,7 +233,7 @@ def encode_batch(self, texts, n_workers: int | None = None, min_mp_chars: int = 
     "Encode many texts at once (batched SentencePiece; worker processes for large inputs with rules on)"
     texts = [check_text(t) for t in texts]
     n_workers = self.n_workers if n_workers is None else n_workers
-    big = n_workers > 1 and self.rule_fns and sum(map(len, texts)) >= min_mp_chars
+    big = n_workers > 1 and (self.rule_fns or self.v1 is not None) and sum(map(len, texts)) >= min_mp_chars
     if big:
         n_chunks = n_workers * 4
         chunks = [texts[i::n_chunks] for i in range(n_chunks)]  # strided: balances long and short texts
@@ -237,6 +242,7 @@ def encode_batch(self, texts, n_workers: int | None = None, min_mp_chars: int = 
             parts = list(ex.map(_worker_encode, chunks))
         ids = [None] * len(texts)
         for i, part in enumerate(parts): ids[i::n_chunks] = part
+    elif self.v1 is not None: ids = self.v1.encode_batch(texts)
     else:
         ruled = [apply_rules(t, self.rule_fns) for t in texts] if self.rule_fns else texts
         try: ids = self.sp.encode(ruled, out_type=int, num_threads=n_workers)
@@ -322,6 +328,7 @@ def save(self, path) -> Path:
     cfg = dict(format=TOK_FORMAT, format_version=1, lang=self.lang, vocab_sz=len(self), rules=self.rule_names,
                add_bos=self.add_bos, special_tokens=SPECIAL_TOKENS, model_file=TOK_MODEL,
                model_sha256=hashlib.sha256(self.model_proto).hexdigest(), meta=self.meta)
+    if self.v1 is not None: cfg['v1'] = self.v1.save(path)
     atomic_write_json(path/TOK_CONFIG, cfg)
     return path
 
@@ -342,6 +349,9 @@ def load(cls, path, **kwargs) -> SPTokenizer:
     if hashlib.sha256(proto).hexdigest() != cfg.get('model_sha256'):
         raise ValueError(f'corrupt tokenizer: {mf} does not match the checksum in {TOK_CONFIG}')
     rules = kwargs.pop('rules', cfg.get('rules', True))
+    if 'v1' in cfg:
+        from multifit_fastai.v1text import V1Text
+        kwargs.setdefault('v1', V1Text.load(path, cfg['v1']))
     tok = cls(proto, lang=cfg.get('lang', 'xx'), rules=rules, add_bos=cfg.get('add_bos', True), meta=cfg.get('meta'), **kwargs)
     if len(tok) != cfg.get('vocab_sz'): raise ValueError(f'{mf} has {len(tok)} pieces, config says {cfg.get("vocab_sz")}')
     return tok
