@@ -1,0 +1,128 @@
+"""bf16 vs fp32 on this CPU (not a test): LM training tokens/s and perplexity after the same budget.
+
+1. Speed: the AWD_QRNN language model's training step (forward, backward, optimizer) at the demo size
+   (256/640/3 layers, vocab 8k) and the paper size (400/1550/4 layers, vocab 15k), batch 32 x bptt 70, with 1 and 2
+   torch threads, fp32 and bf16 (`CPUBFloat16`, forced with allow_slow so it runs on any CPU), interleaved in one
+   process so the ratio is measured under the same conditions; median of --steps timed steps after warm-up.
+2. Quality: the demo-size LM trained for --budget-steps on the embedded German sample corpus in fp32 and in bf16
+   from the same initialisation and batches; validation perplexity of each.
+Also a bf16 matrix product at the LM step's gate shape, to show whether the CPU has native bf16.
+
+Run:  .venv/bin/python bench/cpu_bf16.py [--steps 5] [--budget-steps 150]
+Writes bench/results/cpu_bf16.json and .md.
+"""
+import argparse, json, os, platform, statistics, time
+from datetime import date
+from pathlib import Path
+import torch
+from fastai.callback.core import Callback, CancelFitException
+from fastai.data.core import DataLoaders
+from fastai.text.data import LMDataLoader
+from multifit_fastai.core import atomic_write_json, atomic_write_text
+from multifit_fastai.learner import multifit_lm_learner, SIZES, text_dataloaders
+from multifit_fastai.precision import set_precision, cpu_has_fast_bf16, cpu_bf16_flags
+
+HERE = Path(__file__).resolve().parent
+
+class StepTimer(Callback):
+    "Time `steps` optimizer steps after `warmup`, then stop the fit"
+    order = 99
+    def __init__(self, warmup, steps): self.warmup, self.steps, self.times = warmup, steps, []
+    def before_batch(self):
+        if self.training: self.t0 = time.perf_counter()
+    def after_batch(self):
+        if not self.training: return
+        if self.train_iter > self.warmup: self.times.append(time.perf_counter() - self.t0)
+        if self.train_iter >= self.warmup + self.steps: raise CancelFitException
+
+def synthetic_dls(vocab_sz, bs, bptt=70):
+    g = torch.Generator().manual_seed(0)
+    docs = [torch.randint(9, vocab_sz, (4000,), generator=g) for _ in range(bs)]
+    dl = LMDataLoader(docs, lens=[4000] * bs, bs=bs, seq_len=bptt)
+    dls = DataLoaders(dl, dl); dls.vocab = [f'p{i}' for i in range(vocab_sz)]
+    return dls
+
+def step_time(size, precision, threads, bs, warmup, steps):
+    torch.set_num_threads(threads)
+    dims = SIZES[size]
+    learn = multifit_lm_learner(synthetic_dls(dims['vocab_sz'], bs), preset='pretrain', size=size, seed=0, bs=bs)
+    if precision == 'bf16': set_precision(learn, 'bf16', allow_slow=True)
+    t = StepTimer(warmup, steps)
+    learn.fit(1, 1e-3, cbs=t)
+    return statistics.median(t.times)
+
+def matmul_gflops(dtype, threads, n=5):
+    torch.set_num_threads(threads)
+    a, b = torch.randn(2240, 800).to(dtype), torch.randn(4650, 800).to(dtype)
+    for _ in range(2): a @ b.T
+    t0 = time.perf_counter()
+    for _ in range(n): a @ b.T
+    return round(2 * 2240 * 800 * 4650 / ((time.perf_counter() - t0) / n) / 1e9, 1)
+
+def quality(precision, budget_steps, threads):
+    "Validation perplexity of the demo LM after `budget_steps` on the embedded corpus (same init and batches)"
+    import pandas as pd, random, numpy as np
+    from multifit_fastai.data import sample_data
+    from multifit_fastai.tokenizer import SPTokenizer
+    torch.set_num_threads(threads)
+    sd = sample_data()
+    texts = sd.corpus()
+    tok = SPTokenizer.train(texts, lang='de', vocab_sz=8000)
+    random.seed(0); np.random.seed(0); torch.manual_seed(0)
+    dls = text_dataloaders(tok, pd.DataFrame({'text': texts[:-300]}), pd.DataFrame({'text': texts[-300:]}), bs=32, seq_len=70)
+    learn = multifit_lm_learner(dls, preset='pretrain', size='demo', seed=0, bs=32)
+    if precision == 'bf16': set_precision(learn, 'bf16', allow_slow=True)
+    n_epochs = max(1, -(-budget_steps // len(dls.train)))
+    t0 = time.time()
+    learn.fit_one_cycle(n_epochs, 5e-3)
+    loss = float(learn.validate()[0])
+    return dict(steps=int(learn.train_iter) if hasattr(learn, 'train_iter') else None, epochs=n_epochs,
+                valid_perplexity=round(float(torch.exp(torch.tensor(loss))), 2), seconds=round(time.time() - t0, 1))
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument('--steps', type=int, default=5); ap.add_argument('--warmup', type=int, default=2)
+    ap.add_argument('--bs', type=int, default=32); ap.add_argument('--budget-steps', type=int, default=150)
+    ap.add_argument('--sizes', nargs='+', default=['demo', 'paper']); ap.add_argument('--threads', nargs='+', type=int, default=[1, 2])
+    ap.add_argument('--skip-quality', action='store_true')
+    ap.add_argument('--out', type=Path, default=HERE/'results')
+    a = ap.parse_args()
+    res = dict(machine=f'{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, '
+                       f'CPU capability {torch.backends.cpu.get_cpu_capability()}',
+               date=str(date.today()), bf16_flags=sorted(cpu_bf16_flags()), native_bf16=cpu_has_fast_bf16(),
+               shape=f'LM step, batch {a.bs} x bptt 70', matmul={}, speed={}, quality={})
+    def save():
+        atomic_write_json(a.out/'cpu_bf16.json', res); atomic_write_text(a.out/'cpu_bf16.md', md(res))
+    for th in a.threads:
+        res['matmul'][f'{th} thread(s)'] = {str(dt).split('.')[-1]: matmul_gflops(dt, th) for dt in (torch.float32, torch.bfloat16)}
+    save()
+    for size in a.sizes:
+        for th in a.threads:
+            t = {p: step_time(size, p, th, a.bs, a.warmup, a.steps) for p in ('fp32', 'bf16')}
+            tokens = a.bs * 70
+            res['speed'][f'{size}, {th} thread(s)'] = dict(fp32_s=round(t['fp32'], 3), bf16_s=round(t['bf16'], 3),
+                fp32_tokens_s=round(tokens / t['fp32']), bf16_tokens_s=round(tokens / t['bf16']),
+                bf16_speedup=round(t['fp32'] / t['bf16'], 2))
+            save(); print(res['speed'], flush=True)
+    if not a.skip_quality:
+        for p in ('fp32', 'bf16'): res['quality'][p] = quality(p, a.budget_steps, max(a.threads)); save()
+        q = res['quality']
+        res['quality']['bf16_vs_fp32_perplexity'] = round(q['bf16']['valid_perplexity'] / q['fp32']['valid_perplexity'] - 1, 4)
+    save()
+    print(md(res))
+
+def md(r):
+    rows = [f"bf16 vs fp32 on the CPU. {r['machine']}, {r['date']}. CPU bf16 flags: {r['bf16_flags'] or 'none'}; "
+            f"native bf16 (oneDNN and flags): {r['native_bf16']}.", '',
+            '| matrix product 2240 x 800 x 4650 | fp32 GFLOP/s | bf16 GFLOP/s |', '|---|---|---|']
+    rows += [f"| {k} | {v['float32']} | {v['bfloat16']} |" for k, v in r['matmul'].items()]
+    rows += ['', f"| {r['shape']} | fp32 s/step | bf16 s/step | fp32 tokens/s | bf16 tokens/s | bf16 speed-up |", '|---|---|---|---|---|---|']
+    rows += [f"| {k} | {v['fp32_s']} | {v['bf16_s']} | {v['fp32_tokens_s']} | {v['bf16_tokens_s']} | {v['bf16_speedup']}x |" for k, v in r['speed'].items()]
+    q = r.get('quality', {})
+    if 'fp32' in q and 'bf16' in q:
+        rows += ['', f"Demo LM, same init and batches, {q['fp32']['epochs']} epoch(s) on the embedded corpus: validation perplexity "
+                 f"fp32 {q['fp32']['valid_perplexity']} ({q['fp32']['seconds']} s), bf16 {q['bf16']['valid_perplexity']} "
+                 f"({q['bf16']['seconds']} s): bf16 {100 * q.get('bf16_vs_fp32_perplexity', 0):+.1f} %."]
+    return '\n'.join(rows) + '\n'
+
+if __name__ == '__main__': main()
