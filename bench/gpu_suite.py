@@ -103,6 +103,15 @@ class Suite:
         self.R['parts'][part]['results'][key] = value
         self.save(); log(f'  [{part}] {key}: {json.dumps(value, default=str)[:300]}')
 
+    def attempt(self, part: str, key: str, fn, *args):
+        "Run one measurement; an error (out of memory, a kernel that fails) is recorded under `key` and the part goes on"
+        try: return fn(*args)
+        except PartTimeout: raise
+        except Exception as e:
+            log(traceback.format_exc()[-3000:])
+            self.put(part, key, dict(error=f'{type(e).__name__}: {e}'[:1000], ok=False))
+        finally: free_memory()
+
     def skip(self, part: str, what: str, reason: str):
         self.R['parts'][part].setdefault('skipped', []).append(f'{what}: {reason}')
         self.save(); log(f'  [{part}] skipped {what}: {reason}')
@@ -244,12 +253,12 @@ def check_learner(S, dl, a, Z, prec, impl, steps=6):
 
 def part_correctness(S, dl, a):
     Z = SIZES[a.size]
-    for dt in ('fp32', 'fp16', 'bf16'): check_forget_mult(S, dl, a, Z, dt)
-    check_modules(S, dl, a, Z)
+    for dt in ('fp32', 'fp16', 'bf16'): S.attempt('correctness', f'forget_mult_{dt}', check_forget_mult, S, dl, a, Z, dt)
+    S.attempt('correctness', 'modules_vs_cpu', check_modules, S, dl, a, Z)
     for prec in ('fp16', 'bf16'):
-        for impl in ('auto', 'pure'): check_learner(S, dl, a, Z, prec, impl)
-    S.put('correctness', 'fused_kernel', dict(built='kernels' in qrnn_mod._FUSED,
-                                              error=repr(qrnn_mod._FUSED.get('error')) if 'error' in qrnn_mod._FUSED else None))
+        for impl in ('auto', 'pure'): S.attempt('correctness', f'lm_learner_{prec}_{impl}', check_learner, S, dl, a, Z, prec, impl)
+    S.put('correctness', 'fused_kernel', dict(built='kernels' in qrnn_mod._FUSED, build_error=repr(qrnn_mod._FUSED['error'])
+                                              if 'error' in qrnn_mod._FUSED else None))
 
 # ------------------------------------------------------------------------------------------------------- 2. speed
 def model_config(arch, Z, lm: bool) -> dict:
@@ -294,12 +303,12 @@ def speed_step(S, dl, a, Z, task, prec):
 
 def part_speed(S, dl, a):
     Z = SIZES[a.size]
-    speed_forget_mult(S, dl, a, Z, 'lm', Z['bptt'], Z['lm_bs'])
-    speed_forget_mult(S, dl, a, Z, 'clas', Z['clas_len'], Z['clas_bs'])
+    S.attempt('speed', 'forget_mult_lm', speed_forget_mult, S, dl, a, Z, 'lm', Z['bptt'], Z['lm_bs'])
+    S.attempt('speed', 'forget_mult_clas', speed_forget_mult, S, dl, a, Z, 'clas', Z['clas_len'], Z['clas_bs'])
     for task in ('lm', 'clas'):
         for prec in ('fp32', 'bf16'):
             if not dl.ok(): S.skip('speed', f'{task}_{prec}', 'the part budget is used up'); continue
-            speed_step(S, dl, a, Z, task, prec); free_memory()
+            S.attempt('speed', f'{task}_{prec}', speed_step, S, dl, a, Z, task, prec)
 
 # -------------------------------------------------------------------------------------------------- 3. throughput
 class StepTimer(Callback):
@@ -353,10 +362,11 @@ def largest_batch(S, dl, a, Z, prec):
 def part_throughput(S, dl, a):
     Z = SIZES[a.size]
     for prec in ('fp32', 'bf16'):
-        S.put('throughput', f'learner_{prec}_bs{Z["lm_bs"]}', learner_throughput(a, Z, prec, Z['lm_bs'])); free_memory()
+        key = f'learner_{prec}_bs{Z["lm_bs"]}'
+        S.attempt('throughput', key, lambda: S.put('throughput', key, learner_throughput(a, Z, prec, Z['lm_bs'])))
     for prec in ('bf16', 'fp32'):
         if not dl.ok(15): S.skip('throughput', f'largest_batch_{prec}', 'the part budget is used up'); continue
-        largest_batch(S, dl, a, Z, prec)
+        S.attempt('throughput', f'largest_batch_{prec}', largest_batch, S, dl, a, Z, prec)
 
 # ------------------------------------------------------------------------------------------------------ 4. german
 class EpochBudget(Callback):
@@ -432,13 +442,16 @@ def part_german(S, dl, a):
     S.put('german', 'finetune', dict(epochs=ft_ep, **{k: h.get(k) for k in ('seconds', 'steps', 'valid_perplexity', 'valid_accuracy')}))
     for n, split in (('1000', 'train'), ('100', 'train_100')):
         if not dl.ok(5 if tiny else 25): S.skip('german', f'classifier_{n}', 'the part budget is used up'); continue
-        name = f'clas_{n}'
-        exp.train_classifier(d[split], valid=d['valid'], name=name, epochs=1 if a.dry_run else None, **kw)
-        b = tfidf_baseline(d[split], d['valid'])
-        h = exp.history[name]
-        S.put('german', f'classifier_{n}', dict(train_docs=h['train_docs'], valid_docs=h['valid_docs'], epochs=h['epochs'],
-                                                 seconds=h['seconds'], valid_accuracy=round(h['valid_accuracy'], 4),
-                                                 tfidf_lr_accuracy=round(b['accuracy'], 4), tfidf_lr_seconds=b['seconds']))
+        S.attempt('german', f'classifier_{n}', german_classifier, S, exp, n, d[split], d['valid'], dict(epochs=1) if tiny else {}, kw)
+
+def german_classifier(S, exp, n, train, valid, epochs_kw, kw):
+    "The classifier from the fine-tuned LM (the preset's recipe) on `train`, next to TF-IDF + LR on the same split"
+    name = f'clas_{n}'
+    exp.train_classifier(train, valid=valid, name=name, **epochs_kw, **kw)
+    b, h = tfidf_baseline(train, valid), exp.history[name]
+    S.put('german', f'classifier_{n}', dict(train_docs=h['train_docs'], valid_docs=h['valid_docs'], epochs=h['epochs'],
+                                             seconds=h['seconds'], valid_accuracy=round(h['valid_accuracy'], 4),
+                                             tfidf_lr_accuracy=round(b['accuracy'], 4), tfidf_lr_seconds=b['seconds']))
 
 # -------------------------------------------------------------------------------------------------- targets, report
 def get(R, *path):
@@ -475,6 +488,8 @@ def md_correctness(res) -> list:
                      f"{v['worst_fused']:.1e} / {v['worst_pure']:.1e} | {v['tolerance']:.0e} |")
         elif k.endswith('_vs_cpu'):
             L.append(f"| {k} ({' vs '.join(v['devices'])}) | {'ok' if v['ok'] else '**FAILED**'} | {v['out']:.1e} / {v['grads']:.1e} | {v['tolerance']:.0e} |")
+        elif k == 'fused_kernel':
+            L.append(f"| fused Triton kernel | {'built' if v['built'] else 'not built'} | {v['build_error'] or ''} | |")
         elif k.startswith('lm_learner_'):
             L.append(f"| {k}: {v['steps']} steps, QRNN output {'/'.join(v['qrnn_output_dtypes'])} | {'ok' if v['ok'] else '**FAILED**'} | "
                      f"last loss {v['losses'][-1] if v['losses'] else '–'} | finite |")
@@ -536,8 +551,10 @@ def markdown(R) -> str:
     L += [f"| {t['target']} | {t['bound']} | {fmt(t['measured'])} | {'–' if t['met'] is None else 'yes' if t['met'] else '**no**'} |"
           for t in R['targets']]
     for name, fn in (('correctness', md_correctness), ('speed', md_speed), ('throughput', md_throughput), ('german', md_german)):
-        res = get(R, name, 'results')
-        if res: L += ['', f'## {name}', ''] + fn(res)
+        res = get(R, name, 'results') or {}
+        errors = [f'- {k}: {v["error"]}' for k, v in res.items() if 'error' in v]
+        res = {k: v for k, v in res.items() if 'error' not in v}
+        if res or errors: L += ['', f'## {name}', ''] + fn(res) + ([''] + errors if errors else [])
     return '\n'.join(L) + '\n'
 
 # ------------------------------------------------------------------------------------------------------------- main
