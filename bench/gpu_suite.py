@@ -187,7 +187,7 @@ def check_forget_mult(S, dl, a, Z, dtype_name):
         worst_fused=worst['fused'], worst_pure=worst['pure'], cases_ok=sum(c['ok'] for c in cases), cases=len(cases),
         ok=all(c['ok'] for c in cases), failing=[c for c in cases if not c['ok']]))
 
-def device_vs_cpu(make, inputs, dev, calls=1) -> dict:
+def device_vs_cpu(make, inputs, dev) -> dict:
     "Outputs and parameter gradients of `make()` on `dev` against the same weights on the CPU (fp32)"
     torch.manual_seed(0)
     m, m2 = make().train(), make().train()
@@ -347,17 +347,23 @@ def largest_batch(S, dl, a, Z, prec):
     "Double the LM batch from the paper's 64 until it runs out of memory, the cap, or the part's time"
     torch.manual_seed(0)
     model, dev, bs, tried, stop = make_model(AWD_QRNN, Z, 'lm'), a.device, Z['lm_bs'], {}, 'cap'
+    def record():
+        fits = [b for b, v in tried.items() if isinstance(v, int)]
+        S.put('throughput', f'largest_batch_{prec}', dict(largest_fitting=max(fits) if fits else None, stopped_by=stop,
+                                                          tokens_per_s_by_batch={str(b): v for b, v in tried.items()}, cap=Z['max_bs']))
     while bs <= Z['max_bs']:
         if not dl.ok(10): stop = 'the part budget'; break
+        stop = 'running'
         try: tried[bs] = step_tokens_per_s(model, bs, Z, dev, prec)
-        except torch.OutOfMemoryError: tried[bs], stop = 'out of memory', 'out of memory'
+        except RuntimeError as e:  # torch.OutOfMemoryError, or a cuBLAS/cuDNN allocation failure
+            msg = f'{type(e).__name__}: {e}'
+            tried[bs], stop = msg[:160], 'out of memory' if 'memory' in msg.lower() or 'ALLOC' in msg else 'an error'
         model.zero_grad(set_to_none=True); free_memory()
-        if stop == 'out of memory': break
+        if stop != 'running': break
+        stop = 'cap'
+        record()  # kept if a later, larger batch is cut off by the part's time limit
         bs *= 2
-    fits = [b for b, v in tried.items() if v != 'out of memory']
-    S.put('throughput', f'largest_batch_{prec}', dict(largest_fitting=max(fits) if fits else None, stopped_by=stop,
-                                                      tokens_per_s_by_batch={str(b): v for b, v in tried.items()}, cap=Z['max_bs']))
-    del model
+    record()
 
 def part_throughput(S, dl, a):
     Z = SIZES[a.size]
