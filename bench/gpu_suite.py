@@ -600,6 +600,8 @@ def main(argv=None):
     a = parse_args(argv)
     a.out.mkdir(parents=True, exist_ok=True)
     if a.work: a.work.mkdir(parents=True, exist_ok=True)
+    if 'german' in a.parts and not (a.corpus.is_file() and (a.ddtp/'train.csv').is_file()):
+        log(f'WARNING: no German data at {a.corpus} / {a.ddtp}: the german part will fail (pass --data DIR)')
     S = Suite(a.out, 'gpu_suite_dry_run' if a.dry_run else 'gpu_suite', meta(a), a.budget)
     S.save()
     fns = dict(correctness=part_correctness, speed=part_speed, throughput=part_throughput, german=part_german)
