@@ -55,24 +55,24 @@ def ab(fns: dict, reps: int, sync=False) -> dict:
             for n, v in res.items()}
 
 # ----------------------------------------------------------------------------------------------------------------- steps
-def lm_step_fn(model, bs, device):
+def lm_step_fn(model, bs, device, vocab=VOCAB, bptt=BPTT):
     model.to(device).train()
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-    x = torch.randint(2, VOCAB, (bs, BPTT), device=device); y = torch.randint(2, VOCAB, (bs, BPTT), device=device)
+    x = torch.randint(2, vocab, (bs, bptt), device=device); y = torch.randint(2, vocab, (bs, bptt), device=device)
     def step():
         model.reset()
         out = model(x)[0]
-        loss = F.cross_entropy(out.view(-1, VOCAB), y.view(-1))
+        loss = F.cross_entropy(out.view(-1, vocab).float(), y.view(-1))
         opt.zero_grad(); loss.backward(); opt.step()
     return step
 
-def clas_step_fn(model, n_docs, doc_len, device):
+def clas_step_fn(model, n_docs, doc_len, device, vocab=VOCAB):
     model.to(device).train()
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-    x = torch.randint(2, VOCAB, (n_docs, doc_len), device=device); y = torch.randint(0, 8, (n_docs,), device=device)
+    x = torch.randint(2, vocab, (n_docs, doc_len), device=device); y = torch.randint(0, 8, (n_docs,), device=device)
     def step():
         out = model(x)[0]
-        loss = F.cross_entropy(out, y)
+        loss = F.cross_entropy(out.float(), y)
         opt.zero_grad(); loss.backward(); opt.step()
     return step
 
