@@ -26,7 +26,7 @@ setuptools.setup(
     url=cfg['git_url'],
     packages=setuptools.find_packages(include=[cfg['lib_name'], cfg['lib_name'] + '.*']),
     include_package_data=True,
-    package_data={cfg['lib_name']: ['data/*.csv', 'data/*.gz', 'data/*.md']},
+    package_data={cfg['lib_name']: ['assets/*']},
     python_requires='>=' + cfg['min_python'],
     install_requires=_reqs('requirements'),
     extras_require={'dev': _reqs('dev_requirements'), 'teacher': _reqs('teacher_requirements'),

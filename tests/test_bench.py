@@ -22,18 +22,31 @@ def ddtp_quick(shared_data, tmp_path_factory):
     bench('ddtp.py', *args)
     return d, args
 
+SETTINGS = ('pretrained', 'in_domain_lm', 'pretrained_task', 'no_pretraining')
+
 @pytest.mark.slow
 def test_ddtp_quick_every_setting(ddtp_quick):
     d, args = ddtp_quick
     runs = json.loads((d/'ddtp_quick.json').read_text())['runs']
-    want = {f'de/subword/{m}/{n}' for m in ('multifit_pretrained', 'multifit_no_pretraining', 'tfidf_lr') for n in (1000, 100)}
-    want.add('de/word/multifit_pretrained/1000')
+    want = {f'de/subword/{m}/{n}/s{s}' for m in SETTINGS for n in (1000, 100) for s in (0, 1)}
+    want |= {f'de/subword/tfidf_lr/{n}' for n in (1000, 100)} | {f'de/word/pretrained/1000/s{s}' for s in (0, 1)}
     assert want <= set(runs)
     assert all(0 <= runs[k]['accuracy'] <= 1 for k in want)
     assert runs['de/subword/tfidf_lr/1000']['accuracy'] > 0.3  # 8 classes, majority class 0.17 of valid
-    assert runs['de/subword/multifit_pretrained/1000']['seconds_pretrain'] > 0
+    assert runs['de/subword/pretrained/1000/s0']['seconds_pretrain'] > 0
+    assert runs['de/subword/in_domain_lm/1000/s0']['seconds_pretrain'] is None  # "no wiki": no corpus pretraining
+    assert {runs[f'de/subword/no_pretraining/1000/s{s}']['seed'] for s in (0, 1)} == {0, 1}
     md = (d/'ddtp_quick.md').read_text()
-    assert '| TF-IDF + LR, 1000 labels |' in md and 'word-level tokens, 1000 labels' in md and '| LM pretraining |' in md
+    for row in ('| TF-IDF + LR | 1000 |', 'word-level tokens | 1000 |', '| LM pretraining (corpus) |', '| in-domain LM fine-tuning | 100 |',
+                '"no wiki"'):
+        assert row in md, row
+    assert ' ± ' in md  # mean ± sd over seeds
+
+def test_ddtp_cells_mean_and_sd():
+    from ddtp import cell, fmt
+    runs = {'de/subword/x/100/s0': {'accuracy': 0.5}, 'de/subword/x/100/s1': {'accuracy': 0.7}, 'de/subword/t/100': {'accuracy': 0.6}}
+    assert sorted(cell(runs, 'de/subword/x/100')) == [0.5, 0.7] and cell(runs, 'de/subword/t/100') == [0.6]
+    assert fmt([0.5, 0.7]) == '0.600 ± 0.141' and fmt([0.6]) == '0.600' and fmt([]) == ''
 
 @pytest.mark.slow
 def test_ddtp_word_level_tokenizer_keeps_whole_words(ddtp_quick):
@@ -50,7 +63,7 @@ def test_ddtp_resumes_without_retraining(ddtp_quick):
     d, args = ddtp_quick
     before = json.loads((d/'ddtp_quick.json').read_text())['runs']
     r = bench('ddtp.py', *args)
-    assert 'pretrain: using' in r.stdout and 'finetune: using' in r.stdout
+    assert 'finetune: using' in r.stdout and ' steps) in ' not in r.stdout and ' epochs in ' not in r.stdout  # nothing trained
     assert json.loads((d/'ddtp_quick.json').read_text())['runs'] == before
 
 def test_word_segmenters():
