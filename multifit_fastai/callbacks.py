@@ -9,7 +9,8 @@ from fastai.callback.core import Callback
 from fastai.callback.schedule import ParamScheduler, combined_cos
 
 # %% auto #0
-__all__ = ['discriminative_lrs', 'CosineOneCycle', 'fit_cosine_one_cycle', 'GradualUnfreezing']
+__all__ = ['discriminative_lrs', 'CosineOneCycle', 'fit_cosine_one_cycle', 'GradualUnfreezing', 'interactive', 'EpochLines',
+           'plain_progress']
 
 # %% ../nbs/04_schedule.ipynb #37ca7e74
 def discriminative_lrs(lr: float,            # learning rate of the last (top) layer group
@@ -89,3 +90,32 @@ class GradualUnfreezing(Callback):
     def before_epoch(self):
         n_groups, n = len(self.opt.param_lists), self.n_trainable(self.epoch)
         if getattr(self.opt, 'frozen_idx', 0) != n_groups - n: self.learn.freeze_to(n_groups - n)  # only on a change
+
+# %% ../nbs/04_schedule.ipynb #84c0e998
+import sys
+from fastai.callback.progress import ProgressCallback
+from fastai.learner import noop  # the `noop` fastai's `no_logging` installs (not fastcore's)
+from fastcore.imports import IN_NOTEBOOK
+
+def interactive() -> bool:
+    "Is stdout a live display (a terminal or a notebook)?"
+    return IN_NOTEBOOK or (hasattr(sys.stdout, 'isatty') and sys.stdout.isatty())
+
+class EpochLines(Callback):
+    "One plain line per epoch (`epoch 1 train_loss 2.2083 ...`) instead of progress bars"
+    order = ProgressCallback.order
+    def before_fit(self):
+        if self.learn.logger is not noop: self.old_logger, self.learn.logger = self.learn.logger, self._line
+    def _line(self, log):
+        names = list(self.recorder.metric_names)
+        if list(log) == names: return  # the header: the names are in every line
+        print(' '.join(f'{n} {v:.4f}' if isinstance(v, float) else f'{n} {v}' for n, v in zip(names, log)), flush=True)
+    def after_fit(self):
+        if hasattr(self, 'old_logger'): self.learn.logger = self.old_logger
+
+def plain_progress(learn, force: bool = False):
+    "Swap `learn`'s progress bars for `EpochLines` when stdout is not a live display (or when `force`)"
+    if force or not interactive():
+        learn.remove_cbs([cb for cb in learn.cbs if isinstance(cb, ProgressCallback)])
+        if not any(isinstance(cb, EpochLines) for cb in learn.cbs): learn.add_cb(EpochLines())
+    return learn

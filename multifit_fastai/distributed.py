@@ -7,6 +7,7 @@ from contextlib import contextmanager
 import torch
 from fastai.torch_core import rank_distrib, num_distrib
 from fastai.callback.progress import ProgressCallback
+from .callbacks import EpochLines
 from fastai.data.core import DataLoaders
 
 # %% auto #0
@@ -83,9 +84,9 @@ def data_parallel(learn, **kwargs):
     gpu = torch.cuda.is_available()
     cb = Trainer(**{'sync_bn': gpu, 'cpu': not gpu, **kwargs})  # torch's SyncBatchNorm is GPU-only
     learn.add_cb(cb)
-    bar = not is_main_process() and hasattr(learn, 'progress')
-    if bar: learn.remove_cb(ProgressCallback)
+    quiet = [] if is_main_process() else [c for c in learn.cbs if isinstance(c, (ProgressCallback, EpochLines))]
+    learn.remove_cbs(quiet)  # only rank 0 shows progress
     try: yield learn
     finally:
         learn.remove_cb(cb)
-        if bar: learn.add_cb(ProgressCallback())
+        learn.add_cbs(quiet)

@@ -24,7 +24,7 @@ from .core import atomic_write_json, atomic_write_bytes
 from .tokenizer import SPTokenizer, SPTextBlock, PAD_ID, BOS_ID, UNK_ID
 from .models import AWD_QRNN
 from .losses import LabelSmoothingLoss
-from .callbacks import fit_cosine_one_cycle, discriminative_lrs
+from .callbacks import fit_cosine_one_cycle, discriminative_lrs, plain_progress
 
 # %% auto #0
 __all__ = ['STAGES', 'SIZES', 'ARCHS', 'PKG_FORMAT', 'PKG_VERSION', 'MultiFiTPreset', 'multifit_preset', 'text_dataloaders',
@@ -280,6 +280,7 @@ def multifit_lm_learner(dls: DataLoaders,      # LM data (e.g. `text_dataloaders
                               alpha=p.alpha, beta=p.beta, moms=p.moms, cbs=cbs,
                               metrics=ifnone(metrics, [accuracy, Perplexity()]), **kwargs)
     learn.preset, learn.tokenizer = p, tok
+    plain_progress(learn)  # one line per epoch when stdout is a file, bars in terminals and notebooks
     if pretrained is not None: load_package(pretrained).load_into(learn, encoder_only=False)
     return learn
 
@@ -299,6 +300,7 @@ def multifit_classifier_learner(dls: DataLoaders, # classification data (text + 
     learn = MultiFiTLearner(dls, model, loss_func=loss, splitter=_model_meta[ARCHS[p.arch]]['split_clas'],
                             alpha=p.alpha, beta=p.beta, moms=p.moms, cbs=cbs, metrics=ifnone(metrics, accuracy), **kwargs)
     learn.preset, learn.tokenizer = p, tok
+    plain_progress(learn)  # one line per epoch when stdout is a file, bars in terminals and notebooks
     if pretrained is not None:
         load_package(pretrained).load_into(learn, encoder_only=True)
         learn.freeze()
