@@ -12,6 +12,7 @@ from .callbacks import *
 from .precision import *
 from .qrnn import *
 from .models import *
+from .v1text import *
 from .convert import *
 from .learner import *
 from .pipeline import *
@@ -19,3 +20,12 @@ from .bootstrap import *
 from .corpus import *
 from .checkpoint import *
 from .distributed import *
+import sys as _sys
+_MODULES = ('core', 'data', 'tokenizer', 'losses', 'callbacks', 'precision', 'qrnn', 'models', 'v1text', 'convert', 'learner',
+            'pipeline', 'bootstrap', 'corpus', 'checkpoint', 'distributed')
+
+# `from fastai.text.all import *; from multifit_fastai import *` must not shadow fastai: names that clash with fastai's
+# (`one_hot`) or mean nothing at the top level (file-name and format constants) stay in their modules.
+_MODULE_ONLY = {'one_hot', 'META', 'IDS', 'OFFSETS', 'FORMAT', 'TOK_CONFIG', 'TOK_MODEL', 'TOK_FORMAT', 'CKPT_FORMAT',
+                'CKPT_VERSION', 'PKG_FORMAT', 'PKG_VERSION', 'PROB_PREFIX', 'TEACHER_EXTRA', 'TOKENIZER_LINES'}
+__all__ = [n for m in _MODULES for n in _sys.modules[f'{__name__}.{m}'].__all__ if n not in _MODULE_ONLY]
