@@ -564,6 +564,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                                                                    'multifit_fastai/pipeline.py'),
                                           'multifit_fastai.pipeline.read_texts': ( 'pipeline.html#read_texts',
                                                                                    'multifit_fastai/pipeline.py'),
+                                          'multifit_fastai.pipeline.sample_lines': ( 'pipeline.html#sample_lines',
+                                                                                     'multifit_fastai/pipeline.py'),
                                           'multifit_fastai.pipeline.tfidf_baseline': ( 'pipeline.html#tfidf_baseline',
                                                                                        'multifit_fastai/pipeline.py')},
             'multifit_fastai.precision': { 'multifit_fastai.precision.CPUBFloat16': ( 'precision.html#cpubfloat16',

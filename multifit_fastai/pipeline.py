@@ -20,7 +20,7 @@ from .distributed import (data_parallel, init_distributed, rank0_only, broadcast
 
 # %% auto #0
 __all__ = ['STAGE_DIRS', 'TOKENIZER_LINES', 'join_fields', 'read_table', 'read_texts', 'read_mldoc', 'classification_report_df',
-           'plot_confusion', 'MultiFiT', 'evaluate_package', 'tfidf_baseline']
+           'plot_confusion', 'MultiFiT', 'sample_lines', 'evaluate_package', 'tfidf_baseline']
 
 # %% ../nbs/06_pipeline.ipynb #f1ec8160
 def join_fields(df: pd.DataFrame, text_cols) -> pd.Series:
@@ -221,10 +221,18 @@ def _text_dls(self, texts, valid):
 
 TOKENIZER_LINES = 300_000  # lines of a streamed corpus the tokenizer is trained on
 
+def sample_lines(lines, k: int, seed: int = 0) -> list:
+    "A uniform random sample of `k` items of the stream `lines` in one pass (reservoir sampling), in stream order"
+    rng, keep = random.Random(seed), []
+    for i, line in enumerate(lines):
+        if i < k: keep.append((i, line))
+        elif (j := rng.randint(0, i)) < k: keep[j] = (i, line)
+    return [l for _, l in sorted(keep)]
+
 def _corpus_dls(self, files, n_workers, overwrite, valid_docs=None):
     "LM data streamed from a memory-mapped token corpus built from `files` (in `<exp>/token_corpus`)"
     if not broadcast_value((self.stage_path('tokenizer')/'tokenizer.json').is_file()):
-        self.train_tokenizer(list(itertools.islice(iter_text_lines(files), TOKENIZER_LINES)))
+        self.train_tokenizer(sample_lines(iter_text_lines(files), TOKENIZER_LINES))  # the whole corpus, not its first lines
     tok, out = self.tokenizer(), self.path/'token_corpus'
     rank0_only(tokenize_corpus, files, tok, out, n_workers=n_workers, overwrite=overwrite)
     corpus = TokenCorpus.open(out, tok)
