@@ -28,7 +28,7 @@ from .callbacks import fit_cosine_one_cycle, discriminative_lrs, plain_progress
 
 # %% auto #0
 __all__ = ['STAGES', 'SIZES', 'ARCHS', 'PKG_FORMAT', 'PKG_VERSION', 'MultiFiTPreset', 'multifit_preset', 'text_dataloaders',
-           'get_tokenizer', 'MultiFiTLearner', 'MultiFiTLMLearner', 'multifit_lm_learner',
+           'get_tokenizer', 'MultiFiTLearner', 'MultiFiTLMLearner', 'multifit_lm_learner', 'chunk_len',
            'multifit_classifier_learner', 'write_package', 'save_pretrained', 'PackageError', 'MultiFiTPackage',
            'load_package', 'predict_texts', 'from_pretrained']
 
@@ -284,6 +284,19 @@ def multifit_lm_learner(dls: DataLoaders,      # LM data (e.g. `text_dataloaders
     if pretrained is not None: load_package(pretrained).load_into(learn, encoder_only=False)
     return learn
 
+def chunk_len(dls: DataLoaders) -> int | None:
+    "The chunk size fastai's `Pad_Chunk` pads classification batches to (None if there is none)"
+    for f in getattr(getattr(dls.train, 'before_batch', None), 'fs', []):
+        if hasattr(f, 'seq_len'): return f.seq_len
+    return None
+
+def _check_chunks(dls, p: MultiFiTPreset):
+    n = chunk_len(dls)
+    if n is not None and n != p.bptt:
+        raise ValueError(f'the data loaders pad documents in chunks of {n} tokens but the model reads them in bptt={p.bptt} '
+                         f'chunks, which would drop up to {max(n, p.bptt) - 1} leading tokens of short documents; build '
+                         f'them with seq_len={p.bptt} (text_dataloaders(..., seq_len={p.bptt})) or pass bptt={n}')
+
 @delegates(Learner.__init__)
 def multifit_classifier_learner(dls: DataLoaders, # classification data (text + category)
                                 preset='classifier', # 'classifier', a size, a `MultiFiTPreset` or a .json
@@ -292,8 +305,11 @@ def multifit_classifier_learner(dls: DataLoaders, # classification data (text + 
                                 metrics=None,     # default: accuracy
                                 **kwargs) -> MultiFiTLearner:
     "A MultiFiT classifier learner (concat-pooling head, label smoothing)"
+    if chunk_len(dls) and 'bptt' not in kwargs and not isinstance(preset, MultiFiTPreset) and not str(preset).endswith('.json'):
+        kwargs['bptt'] = chunk_len(dls)  # a stage or size preset takes the data's chunk size as its bptt
     p, kwargs = _resolve_preset(preset, 'classifier', kwargs, pretrained)
     p, tok, cbs = _common(dls, p, arch, kwargs)
+    _check_chunks(dls, p)  # chunk size = bptt, or short documents lose tokens
     model = get_text_classifier(ARCHS[p.arch], len(dls.vocab[0]), dls.c, seq_len=p.bptt, config=p.model_config(lm=False),
                                 drop_mult=p.drop_mult, lin_ftrs=list(p.lin_ftrs), max_len=p.max_len, pad_idx=PAD_ID)
     loss = LabelSmoothingLoss(eps=p.label_smoothing, eps_per_class=p.eps_per_class) if p.label_smoothing else CrossEntropyLossFlat()
