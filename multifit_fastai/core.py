@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 # %% auto #0
-__all__ = ['MultiFiTError', 'MissingColumnError', 'remove_stale', 'new_file_mode', 'atomic_write_with', 'atomic_write_bytes',
-           'atomic_write_text', 'atomic_write_json', 'check_output_dir', 'same_file', 'check_output_file',
-           'check_input_file', 'open_text', 'read_lines', 'decode_utf8']
+__all__ = ['MultiFiTError', 'MissingColumnError', 'MissingFileError', 'OutputExistsError', 'remove_stale', 'new_file_mode',
+           'atomic_write_with', 'atomic_write_bytes', 'atomic_write_text', 'atomic_write_json', 'check_output_dir',
+           'same_file', 'check_output_file', 'check_input_file', 'open_text', 'read_lines', 'decode_utf8']
 
 # %% ../nbs/00a_core.ipynb #a1e0c002
 class MultiFiTError(ValueError):
@@ -18,6 +18,14 @@ class MultiFiTError(ValueError):
 class MissingColumnError(MultiFiTError, KeyError):
     "A table lacks a column that was asked for"
     __str__ = MultiFiTError.__str__  # KeyError would quote the message
+
+class MissingFileError(MultiFiTError, FileNotFoundError):
+    "An input file that is not there"
+    __str__ = MultiFiTError.__str__
+
+class OutputExistsError(MultiFiTError, FileExistsError):
+    "An output path holds something that must not be replaced"
+    __str__ = MultiFiTError.__str__
 
 # %% ../nbs/00a_core.ipynb #27806889
 def _pid_alive(pid: int) -> bool:
@@ -114,7 +122,7 @@ def check_input_file(path, what: str = 'input file') -> Path:
     "Check that `path` is an existing, readable regular file"
     path = Path(path)
     if path.is_dir(): raise MultiFiTError(f'the {what} {path} is a folder, not a file: give the path of a file')
-    if not path.exists(): raise MultiFiTError(f'{what} not found: {path}')
+    if not path.exists(): raise MissingFileError(f'{what} not found: {path}')
     if not path.is_file(): raise MultiFiTError(f'the {what} {path} is not a regular file (a device or a pipe?)')
     if not os.access(path, os.R_OK): raise MultiFiTError(f'cannot read the {what} {path}: permission denied')
     return path

@@ -21,7 +21,8 @@ from fastai.text.models.awdlstm import AWD_LSTM
 from fastai.text.data import pad_chunk, TensorText
 from fasttransform import Transform
 import multifit_fastai
-from .core import atomic_write_json, atomic_write_bytes, MultiFiTError, MissingColumnError, remove_stale
+from .core import (atomic_write_json, atomic_write_bytes, MultiFiTError, MissingColumnError,
+                                  OutputExistsError, remove_stale)
 from .tokenizer import SPTokenizer, SPTextBlock, PAD_ID, BOS_ID, UNK_ID
 from .models import AWD_QRNN
 from .losses import LabelSmoothingLoss
@@ -359,9 +360,9 @@ def check_package_dest(path) -> Path:
     "Raise a `MultiFiTError` unless a package can be written at `path`: new, empty, or an old package"
     path = Path(path)
     if path.is_symlink() or (path.exists() and not path.is_dir()):
-        raise MultiFiTError(f'{path} exists and is not a folder: move it away or choose another output folder')
+        raise OutputExistsError(f'{path} exists and is not a folder: move it away or choose another output folder')
     if path.is_dir() and not (path/'config.json').is_file() and any(path.iterdir()):
-        raise MultiFiTError(f'{path} exists and is not a model package: refusing to replace it; move it away or '
+        raise OutputExistsError(f'{path} exists and is not a model package: refusing to replace it; move it away or '
                             'choose another output folder')
     return path
 
