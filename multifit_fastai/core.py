@@ -9,7 +9,8 @@ from typing import Iterable, Iterator
 # %% auto #0
 __all__ = ['MultiFiTError', 'MissingColumnError', 'MissingFileError', 'OutputExistsError', 'remove_stale', 'new_file_mode',
            'atomic_write_with', 'atomic_write_bytes', 'atomic_write_text', 'atomic_write_json', 'check_output_dir',
-           'same_file', 'check_output_file', 'check_input_file', 'open_text', 'read_lines', 'decode_utf8']
+           'same_file', 'check_output_file', 'check_input_file', 'open_text', 'read_lines', 'decode_utf8',
+           'release_memory']
 
 # %% ../nbs/00a_core.ipynb #a1e0c002
 class MultiFiTError(ValueError):
@@ -155,3 +156,16 @@ def decode_utf8(data: bytes, what: str) -> str:
         line = data[:e.start].count(b'\n') + 1
         raise MultiFiTError(f'{what} is not valid UTF-8: byte 0x{data[e.start]:02x} on line {line}; convert it to UTF-8 '
                             '(e.g. iconv -f latin1 -t utf-8 FILE > NEW) and try again') from None
+
+# %% ../nbs/00a_core.ipynb #a1e0c010
+def _libc():
+    import ctypes, ctypes.util
+    try: return ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6')
+    except OSError: return None
+
+def release_memory() -> bool:
+    "Collect garbage and return the C heap's free pages to the OS (glibc `malloc_trim`); False where unsupported"
+    import gc
+    gc.collect()
+    libc = _libc()
+    return bool(libc is not None and hasattr(libc, 'malloc_trim') and libc.malloc_trim(0) in (0, 1))

@@ -9,6 +9,7 @@ import numpy as np, pandas as pd, torch, torch.nn as nn
 from fastcore.basics import store_attr, patch, ifnone, listify
 from fastcore.meta import delegates
 from fastai.learner import Learner
+from fastai.callback.core import Callback
 from fastai.losses import CrossEntropyLossFlat
 from fastai.metrics import accuracy, Perplexity
 from fastai.callback.training import GradientClip
@@ -22,7 +23,7 @@ from fastai.text.data import pad_chunk, TensorText
 from fasttransform import Transform
 import multifit_fastai
 from .core import (atomic_write_json, atomic_write_bytes, MultiFiTError, MissingColumnError,
-                                  OutputExistsError, remove_stale)
+                                  OutputExistsError, remove_stale, release_memory)
 from .tokenizer import SPTokenizer, SPTextBlock, PAD_ID, BOS_ID, UNK_ID
 from .models import AWD_QRNN
 from .losses import LabelSmoothingLoss
@@ -30,7 +31,7 @@ from .callbacks import fit_cosine_one_cycle, discriminative_lrs
 
 # %% auto #0
 __all__ = ['STAGES', 'SIZES', 'ARCHS', 'PKG_FORMAT', 'PKG_VERSION', 'MAX_CONFIG_BYTES', 'MultiFiTPreset', 'multifit_preset',
-           'KeepLast', 'text_dataloaders', 'get_tokenizer', 'MultiFiTLearner', 'MultiFiTLMLearner',
+           'KeepLast', 'text_dataloaders', 'get_tokenizer', 'ReleaseMemory', 'MultiFiTLearner', 'MultiFiTLMLearner',
            'multifit_lm_learner', 'multifit_classifier_learner', 'check_package_dest', 'write_package',
            'save_pretrained', 'PackageError', 'MultiFiTPackage', 'load_package', 'predict_texts', 'from_pretrained']
 
@@ -230,6 +231,14 @@ def get_tokenizer(dls: DataLoaders) -> SPTokenizer | None:
     return None
 
 # %% ../nbs/05_learner.ipynb #47d85fae
+class ReleaseMemory(Callback):
+    "Give the C heap's freed memory back to the OS every `every` training steps and after each epoch"
+    order, run_valid = 99, False
+    def __init__(self, every: int = 100): self.every = every
+    def after_batch(self):
+        if self.training and self.every and self.train_iter % self.every == 0: release_memory()
+    def after_epoch(self): release_memory()
+
 class MultiFiTLearner(TextLearner):
     "A fastai `TextLearner` that carries a `MultiFiTPreset`"
     preset: MultiFiTPreset = None
@@ -302,7 +311,7 @@ def _common(dls, p: MultiFiTPreset, arch, kwargs):
         name = getattr(arch, '__name__', str(arch))
         if name not in ARCHS: raise ValueError(f'unknown arch {name!r}; registered: {sorted(ARCHS)}')
         p = p.replace(arch=name)
-    cbs = listify(kwargs.pop('cbs', None)) + ([GradientClip(p.clip)] if p.clip else [])
+    cbs = listify(kwargs.pop('cbs', None)) + ([GradientClip(p.clip)] if p.clip else []) + [ReleaseMemory()]
     kwargs.setdefault('wd', p.wd)
     if p.seed is not None: torch.manual_seed(p.seed)
     return p, tok, cbs
