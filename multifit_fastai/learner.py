@@ -232,11 +232,15 @@ def get_tokenizer(dls: DataLoaders) -> SPTokenizer | None:
 
 # %% ../nbs/05_learner.ipynb #47d85fae
 class ReleaseMemory(Callback):
-    "Give the C heap's freed memory back to the OS every `every` training steps and after each epoch"
-    order, run_valid = 99, False
-    def __init__(self, every: int = 100): self.every = every
+    "Keep memory flat in the number of steps: per-step losses as floats, the C heap's free pages returned to the OS"
+    order, run_valid = 99, False  # after the Recorder (50)
+    def __init__(self, every: int = 100): self.every = every  # release every `every` training steps (and each epoch)
     def after_batch(self):
-        if self.training and self.every and self.train_iter % self.every == 0: release_memory()
+        if not self.training: return
+        r = getattr(self.learn, 'recorder', None)
+        if r is not None and r.losses and isinstance(r.losses[-1], torch.Tensor):  # ~40x smaller than a 0-dim tensor
+            r.losses[-1] = float(r.losses[-1].detach().float().mean())
+        if self.every and self.train_iter % self.every == 0: release_memory()
     def after_epoch(self): release_memory()
 
 class MultiFiTLearner(TextLearner):
