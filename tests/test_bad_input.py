@@ -228,3 +228,18 @@ def test_read_texts_compressed_csv(tmp_path):
     ref = pd.read_csv(f).text
     assert texts == [t for t in ref if isinstance(t, str) and t.strip()] and len(texts) > 8000
     assert not any(t == 'text' for t in texts) and sum('\n' in t for t in texts) > len(texts) // 2
+
+# 10. long runs keep memory flat: the learner returns freed heap pages and stores per-step losses as floats
+def test_memory_stays_flat_mechanism(ws):
+    from multifit_fastai.learner import ReleaseMemory, multifit_lm_learner
+    from multifit_fastai.core import release_memory
+    sd = sample_data()
+    tok = load_package(ws/'clf').tokenizer
+    dls = text_dataloaders(tok, pd.DataFrame({'text': sd.corpus(300)}), pd.DataFrame({'text': sd.corpus(20)}), bs=8, seq_len=16)
+    learn = multifit_lm_learner(dls, 'pretrain', **{k: v for k, v in TINY.items() if k != 'max_len'})
+    assert any(isinstance(c, ReleaseMemory) for c in learn.cbs)
+    learn.cbs.filter(lambda c: isinstance(c, ReleaseMemory))[0].every = 5
+    with learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(1, 1e-3)
+    assert len(learn.recorder.losses) == learn.train_iter > 5
+    assert all(type(l) is float for l in learn.recorder.losses)
+    assert release_memory() == sys.platform.startswith('linux')
