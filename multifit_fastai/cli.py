@@ -259,7 +259,7 @@ def _exp(a, stage: str):
     from multifit_fastai.learner import SIZES, check_package_dest
     if a.size not in SIZES: raise MultiFiTError(f'unknown --size {a.size!r}; use one of {sorted(SIZES)}')
     check_output_dir(a.exp, 'experiment folder (--exp)')
-    for s in ('tokenizer', stage): 
+    for s in ('tokenizer', stage):
         if (a.exp/STAGE_DIRS[s]).exists() and not (a.exp/STAGE_DIRS[s]).is_dir():
             raise MultiFiTError(f'{a.exp/STAGE_DIRS[s]} is a file, not a folder: move it away or choose another --exp')
     check_package_dest(a.exp/STAGE_DIRS[stage])
