@@ -84,7 +84,7 @@ def _heap(r) -> str:
 FINDINGS = '''`before` is the library without `ReleaseMemory`, `after` with it (every MultiFiT learner carries it: `malloc_trim(0)`
 every 100 training steps and after each epoch, and the recorder's per-step losses kept as floats). What accumulates
 is not a Python object or a tensor that the library or fastai holds: glibc's count of live heap bytes (`in use`,
-`mallinfo2`) stays the same from epoch to epoch in every run that records it (the first two `before` runs predate that column). The growth is memory glibc keeps after each step's
+`mallinfo2`) stays the same from epoch to epoch in every run that records it (the two in-memory `before` runs predate that column). The growth is memory glibc keeps after each step's
 activation, gradient and per-document tensors are freed (one heap per thread, a dynamic mmap threshold), and RSS
 counts it. `malloc_trim` hands those pages back, so RSS stays at its first-epoch level. (`free but kept` is glibc's
 free-list total; trimmed pages stay on that list but no longer count in RSS.)'''
