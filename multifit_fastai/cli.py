@@ -2,19 +2,19 @@
 
 # %% ../nbs/07_cli.ipynb #9de90654
 from __future__ import annotations
-import argparse, itertools, sys, time
+import argparse, contextlib, itertools, sys, time
 from pathlib import Path
 import pandas as pd
 from .tokenizer import SPTokenizer, tokenizer_stats, iter_text_lines
-from .core import read_lines
+from .core import (read_lines, MultiFiTError, check_input_file, check_output_dir, check_output_file,
+                                  decode_utf8)
 
 # %% auto #0
-__all__ = ['DEMO_SENTENCES', 'UserError', 'show_segmentations', 'tokenizer_job', 'resolve_model', 'predict_job', 'evaluate_job',
-           'demo', 'main']
+__all__ = ['UserError', 'DEMO_SENTENCES', 'show_segmentations', 'tokenizer_job', 'resolve_model', 'prediction_columns',
+           'predict_job', 'evaluate_job', 'demo', 'main']
 
 # %% ../nbs/07_cli.ipynb #896c7f1d
-class UserError(Exception):
-    "An error caused by the user's input: printed as one line, exit code 2"
+UserError = MultiFiTError  # the one error type the command line prints as one line (exit code 2)
 
 def _log(*args): print(*args, file=sys.stderr, flush=True)
 
@@ -48,27 +48,45 @@ def tokenizer_job(inputs, out, lang='xx', vocab_sz=15000, valid=None, n_examples
 def resolve_model(path) -> Path:
     "A classifier package directory from a package or an experiment directory"
     p = Path(path)
+    if not p.exists(): raise MultiFiTError(f'model not found: {p} (give a classifier package or an experiment folder)')
+    if not p.is_dir(): raise MultiFiTError(f'{p} is a file; --model takes a classifier package folder or an experiment folder')
     if (p/'config.json').is_file(): return p
     if (p/'classifier'/'config.json').is_file(): return p/'classifier'
-    raise UserError(f'{p} is not a model directory (no config.json, and no classifier/ package inside)')
+    raise MultiFiTError(f'{p} is not a model directory (no config.json, and no classifier/ package inside)')
 
 def _load_clf(path):
     from multifit_fastai.learner import load_package
     pkg = load_package(resolve_model(path))
-    if pkg.kind != 'classifier': raise UserError(f'{pkg.path} is a language model; evaluate/predict need a classifier')
+    if pkg.kind != 'classifier': raise MultiFiTError(f'{pkg.path} is a language model; evaluate/predict need a classifier')
     return pkg
 
+def _stdin_texts() -> list[str]:
+    data = sys.stdin.buffer.read() if hasattr(sys.stdin, 'buffer') else sys.stdin.read().encode('utf-8')
+    texts = [l for l in decode_utf8(data, 'stdin').splitlines() if l.strip()]
+    if not texts: raise MultiFiTError('no input: stdin was empty; pipe one text per line into multifit predict, or give a CSV file')
+    return texts
+
+def prediction_columns(pred: pd.DataFrame, taken) -> pd.DataFrame:
+    "`pred` (label, probability, one column per class) renamed to `pred_label`, `pred_probability`, `p_<class>`, avoiding `taken`"
+    names, taken = [], set(taken)
+    for n in ['pred_label', 'pred_probability'] + [f'p_{c}' for c in pred.columns[2:]]:
+        while n in taken: n += '_'
+        names.append(n); taken.add(n)
+    return pred.set_axis(names, axis=1)
+
 def predict_job(model, src=None, text_cols=('text',), out=None, bs=32) -> pd.DataFrame:
-    "Predict with a classifier package: CSV in (or stdin lines), CSV out (or stdout)"
-    from multifit_fastai.pipeline import read_table
+    "Predict with a classifier package: CSV in (or stdin lines), CSV out (or stdout): the input columns, then predictions"
+    from multifit_fastai.pipeline import read_table, _read_csv
+    stdin = src is None or str(src) == '-'
+    if not stdin: check_input_file(src, 'input file')
+    if out: check_output_file(out, 'output CSV', inputs=[] if stdin else [src])
     pkg = _load_clf(model)
-    if src is None or str(src) == '-':
-        texts = [l.rstrip('\n') for l in sys.stdin if l.strip()]
-        if not texts: raise UserError('no input: stdin was empty')
-        df = pd.DataFrame({'text': texts})
-    else: df = read_table(src, list(text_cols), None, 'input')
-    res = pd.concat([df[['text']].reset_index(drop=True), pkg.predict(list(df.text), bs=bs)], axis=1)
-    if out: 
+    if stdin: df = pd.DataFrame({'text': _stdin_texts()})
+    else: df = _read_csv(Path(src), 'input')
+    texts = df.text if stdin else read_table(df, list(text_cols), None, f'input file {src}').text
+    pred = prediction_columns(pkg.predict(list(texts), bs=bs), df.columns)
+    res = pd.concat([df.reset_index(drop=True), pred], axis=1)
+    if out:
         from multifit_fastai.core import atomic_write_text
         atomic_write_text(out, res.to_csv(index=False))
     else: sys.stdout.write(res.to_csv(index=False))
@@ -77,6 +95,8 @@ def predict_job(model, src=None, text_cols=('text',), out=None, bs=32) -> pd.Dat
 def evaluate_job(model, data, text_cols=('text',), label_col='label', confusion_png=None) -> dict:
     "Evaluate a classifier package on a labelled CSV and print the report"
     from multifit_fastai.pipeline import evaluate_package
+    check_input_file(data, 'evaluation data file')
+    if confusion_png: check_output_file(confusion_png, 'confusion-matrix PNG', inputs=[data])
     rep = evaluate_package(_load_clf(model), data, list(text_cols), label_col, confusion_png)
     print(f"accuracy {rep['accuracy']:.4f}   macro-F1 {rep['macro_f1']:.4f}   ({int(rep['per_class'].support.sum())} examples)")
     print(rep['per_class'].round(3).to_string())
@@ -127,11 +147,22 @@ def demo(out='runs/demo', size='demo', pretrain_epochs=1, finetune_epochs=2, cla
 def _du(p: Path) -> int: return sum(f.stat().st_size for f in Path(p).rglob('*') if f.is_file())
 
 # %% ../nbs/07_cli.ipynb #b9283be6
+class _Parser(argparse.ArgumentParser):
+    "argparse, with its errors on one line like every other `multifit: error:`"
+    def error(self, message): self.exit(2, f'multifit: error: {message} (see: {self.prog} --help)\n')
+
+def _pos_int(s: str) -> int:
+    "An argparse type: an integer >= 1"
+    try: v = int(s)
+    except ValueError: raise argparse.ArgumentTypeError(f'{s!r} is not an integer') from None
+    if v < 1: raise argparse.ArgumentTypeError(f'must be at least 1, got {v}')
+    return v
+
 def _add_exp_args(p):
     p.add_argument('--exp', type=Path, required=True, help='experiment directory (created if missing)')
     p.add_argument('--lang', default='xx', help="language code ('ja'/'zh' get CJK tokenizer settings)")
     p.add_argument('--size', default='paper', help='model size preset: paper, cpu-small or demo (default: %(default)s)')
-    p.add_argument('--epochs', type=int, help='epochs (default: the preset\'s)')
+    p.add_argument('--epochs', type=_pos_int, help='epochs (default: the preset\'s)')
     p.add_argument('--set', nargs='*', default=[], metavar='FIELD=VALUE',
                    help='override preset fields, e.g. --set n_hid=1152 bs=32 lr=3e-3')
     p.add_argument('--overwrite', action='store_true', help='retrain even if the stage\'s package exists')
@@ -140,14 +171,14 @@ def _parse_set(items) -> dict:
     import json
     out = {}
     for it in items:
-        if '=' not in it: raise UserError(f'--set expects FIELD=VALUE, got {it!r}')
+        if '=' not in it: raise MultiFiTError(f'--set expects FIELD=VALUE, got {it!r}')
         k, v = it.split('=', 1)
         try: out[k] = json.loads(v)
         except json.JSONDecodeError: out[k] = v
     return out
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog='multifit', description='MultiFiT on fastai: tokenizer, QRNN language model, classifier.')
+    p = _Parser(prog='multifit', description='MultiFiT on fastai: tokenizer, QRNN language model, classifier.')
     p.add_argument('--debug', action='store_true', help='show tracebacks instead of one-line errors')
     sub = p.add_subparsers(dest='cmd', required=True, metavar='COMMAND')
     t = sub.add_parser('tokenizer', help='train a SentencePiece tokenizer and report on it',
@@ -156,7 +187,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument('inputs', nargs='+', type=Path, help='text or .gz files, one paragraph per line')
     t.add_argument('--out', type=Path, required=True, help='directory to save the tokenizer in')
     t.add_argument('--lang', default='xx', help="language code ('ja'/'zh' get CJK settings)")
-    t.add_argument('--vocab-sz', type=int, default=15000, help='number of pieces (default: %(default)s)')
+    t.add_argument('--vocab-sz', type=_pos_int, default=15000, help='number of pieces (default: %(default)s)')
     t.add_argument('--valid', type=Path, help='file to report statistics on (default: the inputs)')
 
     pr = sub.add_parser('pretrain', help='pretrain the QRNN language model on unlabelled text',
@@ -168,9 +199,9 @@ def _parser() -> argparse.ArgumentParser:
                                     'is saved each epoch (and every --save-every steps); --resume continues an interrupted run.')
     pr.add_argument('inputs', nargs='*', type=Path, help='text/.gz files or a CSV, loaded in memory')
     pr.add_argument('--corpus', nargs='+', type=Path, metavar='FILE', help='text/.gz files to stream from a memory-mapped token corpus')
-    pr.add_argument('--workers', type=int, help='tokenizing processes for --corpus (default: the tokenizer\'s n_workers)')
-    pr.add_argument('--vocab-sz', type=int, help='tokenizer size (default: the size preset\'s)')
-    pr.add_argument('--save-every', type=int, metavar='N', help='also checkpoint every N optimizer steps')
+    pr.add_argument('--workers', type=_pos_int, help='tokenizing processes for --corpus (default: the tokenizer\'s n_workers)')
+    pr.add_argument('--vocab-sz', type=_pos_int, help='tokenizer size (default: the size preset\'s)')
+    pr.add_argument('--save-every', type=_pos_int, metavar='N', help='also checkpoint every N optimizer steps')
     pr.add_argument('--resume', action='store_true', help='continue from the checkpoint of an interrupted run (same settings)')
     pr.add_argument('--precision', default='fp32', choices=('fp32', 'fp16', 'bf16'), help='mixed precision needs a GPU (default: %(default)s)')
     _add_exp_args(pr)
@@ -201,8 +232,8 @@ def _parser() -> argparse.ArgumentParser:
                                    'sample, with a TF-IDF baseline in the same run (no network, no extra data).')
     d.add_argument('--out', type=Path, default=Path('runs/demo'), help='experiment directory (default: %(default)s)')
     d.add_argument('--size', default='demo', help='model size: demo (default), cpu-small or paper')
-    d.add_argument('--pretrain-epochs', type=int, default=1); d.add_argument('--finetune-epochs', type=int, default=2)
-    d.add_argument('--clas-epochs', type=int, default=6)
+    d.add_argument('--pretrain-epochs', type=_pos_int, default=1); d.add_argument('--finetune-epochs', type=_pos_int, default=2)
+    d.add_argument('--clas-epochs', type=_pos_int, default=6)
     cv = sub.add_parser('convert', help='convert a released fastai-v1 MultiFiT model into a package',
                         description='Convert an original MultiFiT model directory (lm_best.pth, itos.pkl, spm.model) '
                                     'into a multifit_fastai LM package (safe loading: no arbitrary unpickling).')
@@ -216,52 +247,80 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 # %% ../nbs/07_cli.ipynb #77b28465
-def _exp(a):
-    from multifit_fastai.pipeline import MultiFiT
-    return MultiFiT(a.exp, lang=a.lang, size=a.size, overrides=_parse_set(a.set), vocab_sz=getattr(a, 'vocab_sz', None))
+@contextlib.contextmanager
+def _as_user_error(*types):
+    "Report exceptions of `types` (another module's documented bad-input errors) as a `MultiFiTError`"
+    try: yield
+    except types as e: raise MultiFiTError(str(e).replace('\n', ' ')) from e
+
+def _exp(a, stage: str):
+    "The experiment of `a`, after checking its folder, the stage's output package and the preset"
+    from multifit_fastai.pipeline import MultiFiT, STAGE_DIRS
+    from multifit_fastai.learner import SIZES, check_package_dest
+    if a.size not in SIZES: raise MultiFiTError(f'unknown --size {a.size!r}; use one of {sorted(SIZES)}')
+    check_output_dir(a.exp, 'experiment folder (--exp)')
+    for s in ('tokenizer', stage):
+        if (a.exp/STAGE_DIRS[s]).exists() and not (a.exp/STAGE_DIRS[s]).is_dir():
+            raise MultiFiTError(f'{a.exp/STAGE_DIRS[s]} is a file, not a folder: move it away or choose another --exp')
+    check_package_dest(a.exp/STAGE_DIRS[stage])
+    exp = MultiFiT(a.exp, lang=a.lang, size=a.size, overrides=_parse_set(a.set), vocab_sz=getattr(a, 'vocab_sz', None))
+    kind = dict(pretrain='pretrain', finetune='finetune_lm', classifier='classifier')[stage]
+    exp.preset(kind, vocab_sz=exp.vocab_sz, **({} if a.epochs is None else dict(epochs=a.epochs)))  # raises on a bad field
+    return exp
+
+def _inputs(files, what: str) -> list[Path]:
+    return [check_input_file(f, what) for f in files]
 
 def _run(a):
+    from multifit_fastai.pipeline import read_table, is_csv
     if a.cmd == 'tokenizer':
-        for f in a.inputs:
-            if not f.is_file(): raise UserError(f'input file not found: {f}')
+        _inputs(a.inputs, 'input file')
+        if a.valid: check_input_file(a.valid, 'validation file')
+        check_output_dir(a.out, 'tokenizer folder (--out)')
         valid = list(read_lines(a.valid, max_lines=5000)) if a.valid else None
         tokenizer_job([Path(f) for f in a.inputs], a.out, lang=a.lang, vocab_sz=a.vocab_sz, valid=valid)
     elif a.cmd == 'pretrain':
-        if bool(a.inputs) == bool(a.corpus): raise UserError('pretrain: give the corpus either as input files or with --corpus FILE...')
-        files = a.corpus or a.inputs
-        for f in files:
-            if not f.is_file(): raise UserError(f'corpus file not found: {f}')
-        if a.resume and a.overwrite: raise UserError('--resume continues a run; --overwrite starts a new one: choose one')
+        from multifit_fastai.checkpoint import CheckpointError
+        if bool(a.inputs) == bool(a.corpus): raise MultiFiTError('pretrain: give the corpus either as input files or with --corpus FILE...')
+        files = _inputs(a.corpus or a.inputs, 'corpus file')
+        if a.resume and a.overwrite: raise MultiFiTError('--resume continues a run; --overwrite starts a new one: choose one')
+        exp = _exp(a, 'pretrain')
         kw = dict(epochs=a.epochs, overwrite=a.overwrite, save_every=a.save_every, resume=a.resume, precision=a.precision)
-        if a.corpus: _exp(a).pretrain_lm([Path(f) for f in a.corpus], stream=True, n_workers=a.workers, **kw)
-        else:
-            src = files[0] if len(files) == 1 and files[0].suffix == '.csv' else [Path(f) for f in files]
-            _exp(a).pretrain_lm(src, **kw)
+        with _as_user_error(CheckpointError):
+            if a.corpus: exp.pretrain_lm(files, stream=True, n_workers=a.workers, **kw)
+            else: exp.pretrain_lm(files[0] if len(files) == 1 and is_csv(files[0]) else files, **kw)
     elif a.cmd == 'finetune':
-        from multifit_fastai.pipeline import read_table
-        src = list(read_table(a.texts, a.text_col, None, 'texts').text) if a.texts.suffix == '.csv' else a.texts
-        _exp(a).finetune_lm(src, epochs=a.epochs, overwrite=a.overwrite)
+        check_input_file(a.texts, 'texts file')
+        exp = _exp(a, 'finetune')
+        src = list(read_table(a.texts, a.text_col, None, 'texts', allow_empty=True).text) if is_csv(a.texts) else a.texts
+        exp.finetune_lm(src, epochs=a.epochs, overwrite=a.overwrite)
     elif a.cmd == 'classify':
-        _exp(a).train_classifier(a.train, valid=a.valid, epochs=a.epochs, text_cols=a.text_col,
-                                 label_col=a.label_col, overwrite=a.overwrite, precision=a.precision)
+        _inputs([a.train] + ([a.valid] if a.valid else []), 'labelled CSV')
+        _exp(a, 'classifier').train_classifier(a.train, valid=a.valid, epochs=a.epochs, text_cols=a.text_col,
+                                               label_col=a.label_col, overwrite=a.overwrite, precision=a.precision)
     elif a.cmd == 'evaluate': evaluate_job(a.model, a.data, a.text_col, a.label_col, a.confusion_png)
     elif a.cmd == 'predict': predict_job(a.model, a.input, a.text_col, a.out)
-    elif a.cmd == 'demo': demo(a.out, a.size, a.pretrain_epochs, a.finetune_epochs, a.clas_epochs)
+    elif a.cmd == 'demo':
+        check_output_dir(a.out, 'demo folder (--out)')
+        demo(a.out, a.size, a.pretrain_epochs, a.finetune_epochs, a.clas_epochs)
     elif a.cmd == 'convert':
-        from multifit_fastai.convert import convert_multifit_v1
-        out = convert_multifit_v1(a.src, a.out, lang=a.lang)
+        from multifit_fastai.convert import convert_multifit_v1, ConversionError
+        from multifit_fastai.learner import check_package_dest
+        if not a.src.is_dir(): raise MultiFiTError(f'no model folder at {a.src} (it should hold lm_best.pth, itos.pkl and spm.model)')
+        check_output_dir(a.out.parent, 'folder of the output package'); check_package_dest(a.out)
+        with _as_user_error(ConversionError, FileNotFoundError): out = convert_multifit_v1(a.src, a.out, lang=a.lang)
         _log(f'converted {a.src} -> {out}')
-    elif hasattr(a, 'func'): return a.func(a)
+    elif hasattr(a, 'func'):  # commands added by other modules (bootstrap) report bad input as these built-in types
+        with _as_user_error(ValueError, FileNotFoundError, KeyError, ImportError): return a.func(a)
     return 0
 
 def main(argv=None) -> int:
-    "Entry point of the `multifit` console script"
+    "Entry point of the `multifit` console script: bad input (a `MultiFiTError`) is one line and exit code 2"
     a = _parser().parse_args(argv)
     try: return _run(a) or 0
-    except (UserError, ValueError, FileNotFoundError, FileExistsError, KeyError, TypeError, ImportError) as e:
+    except MultiFiTError as e:
         if a.debug: raise
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f'multifit: error: {msg}', file=sys.stderr)
+        print(f'multifit: error: {" ".join(str(e).split(chr(10)))}', file=sys.stderr)
         return 2
 
 # %% ../nbs/07_cli.ipynb #3b84d3f2

@@ -2,20 +2,66 @@
 
 # %% ../nbs/00a_core.ipynb #434f9e6b
 from __future__ import annotations
-import gzip, io, json, os, tempfile
+import errno, gzip, io, json, os, shutil, stat, tempfile
 from pathlib import Path
 from typing import Iterable, Iterator
 
 # %% auto #0
-__all__ = ['atomic_write_with', 'atomic_write_bytes', 'atomic_write_text', 'atomic_write_json', 'open_text', 'read_lines']
+__all__ = ['MultiFiTError', 'MissingColumnError', 'MissingFileError', 'OutputExistsError', 'remove_stale', 'new_file_mode',
+           'atomic_write_with', 'atomic_write_bytes', 'atomic_write_text', 'atomic_write_json', 'check_output_dir',
+           'same_file', 'check_output_file', 'check_input_file', 'open_text', 'read_lines', 'decode_utf8',
+           'release_memory']
+
+# %% ../nbs/00a_core.ipynb #a1e0c002
+class MultiFiTError(ValueError):
+    "Bad input (a file, a column, a setting, a package): the message names the problem, where it is and the fix"
+
+class MissingColumnError(MultiFiTError, KeyError):
+    "A table lacks a column that was asked for"
+    __str__ = MultiFiTError.__str__  # KeyError would quote the message
+
+class MissingFileError(MultiFiTError, FileNotFoundError):
+    "An input file that is not there"
+    __str__ = MultiFiTError.__str__
+
+class OutputExistsError(MultiFiTError, FileExistsError):
+    "An output path holds something that must not be replaced"
+    __str__ = MultiFiTError.__str__
 
 # %% ../nbs/00a_core.ipynb #27806889
+def _pid_alive(pid: int) -> bool:
+    try: os.kill(pid, 0)
+    except ProcessLookupError: return False
+    except PermissionError: return True
+    return True
+
+def remove_stale(folder, prefix: str) -> list[Path]:
+    "Remove the entries `{prefix}{pid}-*` of `folder` (temp files or folders) whose process `pid` is no longer running"
+    out = []
+    for p in Path(folder).glob(f'{prefix}*'):
+        pid = p.name[len(prefix):].split('-', 1)[0]
+        if not pid.isdigit() or _pid_alive(int(pid)): continue
+        if p.is_dir() and not p.is_symlink(): shutil.rmtree(p, ignore_errors=True)
+        else: p.unlink(missing_ok=True)
+        out.append(p)
+    return out
+
+def new_file_mode(path) -> int:
+    "The mode for a file written at `path`: the existing file's, else `0o666` less the umask"
+    try: return stat.S_IMODE(os.stat(path).st_mode)
+    except FileNotFoundError: pass
+    umask = os.umask(0); os.umask(umask)
+    return 0o666 & ~umask
+
 def atomic_write_with(path, write) -> Path:
     "Create `path` by calling `write(f)` on a binary temp file in the same folder, then fsync and an atomic rename"
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
+    prefix = f'.{path.name}.'
+    remove_stale(path.parent, prefix)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'{prefix}{os.getpid()}-', suffix='.tmp')
     try:
+        os.fchmod(fd, new_file_mode(path))
         with os.fdopen(fd, 'wb') as f:
             write(f)
             f.flush(); os.fsync(f.fileno())
@@ -37,11 +83,55 @@ def atomic_write_json(path, obj) -> Path:
     "Write `obj` as indented JSON, atomically"
     return atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + '\n')
 
+# %% ../nbs/00a_core.ipynb #a1e0c007
+def _blocking_file(path: Path) -> str | None:
+    "Why no folder can be made at `path`: an ancestor that is a file"
+    for a in [path, *path.parents]:
+        if a.exists(): return None if a.is_dir() else f'{a} is a file, not a folder'
+    return None
+
+def check_output_dir(path, what: str = 'output folder') -> Path:
+    "Create folder `path` (and its parents) and check it is writable, or raise a `MultiFiTError` saying why not"
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise MultiFiTError(f'the {what} {path} is a file, not a folder: give a folder path (an existing or a new one)')
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path): pass
+    except OSError as e:
+        why = _blocking_file(path) or e.strerror or str(e)
+        raise MultiFiTError(f'cannot write the {what} {path}: {why}; choose a folder you can write to') from None
+    return path
+
+def same_file(a, b) -> bool:
+    "Whether paths `a` and `b` name the same file (after resolving links)"
+    try: return os.path.samefile(a, b)
+    except OSError: return Path(a).resolve() == Path(b).resolve()
+
+def check_output_file(path, what: str = 'output file', inputs=()) -> Path:
+    "Check that file `path` can be written and is none of `inputs`; creates its folder"
+    path = Path(path)
+    if path.is_dir(): raise MultiFiTError(f'the {what} {path} is a folder: give a file name, e.g. {path/"out.csv"}')
+    for i in inputs:
+        if i is not None and str(i) != '-' and same_file(path, i):
+            raise MultiFiTError(f'the {what} {path} is the input file {i}: writing it would replace the input; '
+                                'choose another output path')
+    check_output_dir(path.parent, f'folder of the {what}')
+    return path
+
+def check_input_file(path, what: str = 'input file') -> Path:
+    "Check that `path` is an existing, readable regular file"
+    path = Path(path)
+    if path.is_dir(): raise MultiFiTError(f'the {what} {path} is a folder, not a file: give the path of a file')
+    if not path.exists(): raise MissingFileError(f'{what} not found: {path}')
+    if not path.is_file(): raise MultiFiTError(f'the {what} {path} is not a regular file (a device or a pipe?)')
+    if not os.access(path, os.R_OK): raise MultiFiTError(f'cannot read the {what} {path}: permission denied')
+    return path
+
 # %% ../nbs/00a_core.ipynb #d9f413b7
 def open_text(path):
     "Open a plain or gzipped (by magic bytes, not by name) UTF-8 text file for reading"
-    path = Path(path)
-    if not path.is_file(): raise FileNotFoundError(f'no such text file: {path}')
+    path = check_input_file(path, 'text file')
     with open(path, 'rb') as f: magic = f.read(2)
     if magic == b'\x1f\x8b': return io.TextIOWrapper(gzip.open(path, 'rb'), encoding='utf-8', errors='replace')
     return open(path, encoding='utf-8', errors='replace')
@@ -58,3 +148,24 @@ def read_lines(paths, max_lines: int | None = None) -> Iterator[str]:
                 yield line
                 n += 1
                 if max_lines is not None and n >= max_lines: return
+
+def decode_utf8(data: bytes, what: str) -> str:
+    "`data` as UTF-8 text, or a `MultiFiTError` naming `what` and the line of the first invalid byte"
+    try: return data.decode('utf-8')
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b'\n') + 1
+        raise MultiFiTError(f'{what} is not valid UTF-8: byte 0x{data[e.start]:02x} on line {line}; convert it to UTF-8 '
+                            '(e.g. iconv -f latin1 -t utf-8 FILE > NEW) and try again') from None
+
+# %% ../nbs/00a_core.ipynb #a1e0c010
+def _libc():
+    import ctypes, ctypes.util
+    try: return ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6')
+    except OSError: return None
+
+def release_memory() -> bool:
+    "Collect garbage and return the C heap's free pages to the OS (glibc `malloc_trim`); False where unsupported"
+    import gc
+    gc.collect()
+    libc = _libc()
+    return bool(libc is not None and hasattr(libc, 'malloc_trim') and libc.malloc_trim(0) in (0, 1))

@@ -2,13 +2,14 @@
 
 # %% ../nbs/05_learner.ipynb #3ced1ae3
 from __future__ import annotations
-import dataclasses, hashlib, json, os, shutil, tempfile, time, warnings
+import dataclasses, hashlib, json, math, os, shutil, stat, tempfile, time, warnings
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 import numpy as np, pandas as pd, torch, torch.nn as nn
 from fastcore.basics import store_attr, patch, ifnone, listify
 from fastcore.meta import delegates
 from fastai.learner import Learner
+from fastai.callback.core import Callback
 from fastai.losses import CrossEntropyLossFlat
 from fastai.metrics import accuracy, Perplexity
 from fastai.callback.training import GradientClip
@@ -18,19 +19,21 @@ from fastai.data.block import DataBlock, CategoryBlock, ColReader, ColSplitter
 from fastai.text.learner import TextLearner
 from fastai.text.models.core import get_language_model, get_text_classifier, _model_meta
 from fastai.text.models.awdlstm import AWD_LSTM
-from fastai.text.data import pad_chunk
+from fastai.text.data import pad_chunk, TensorText
+from fasttransform import Transform
 import multifit_fastai
-from .core import atomic_write_json, atomic_write_bytes
+from .core import (atomic_write_json, atomic_write_bytes, MultiFiTError, MissingColumnError,
+                                  OutputExistsError, remove_stale, release_memory)
 from .tokenizer import SPTokenizer, SPTextBlock, PAD_ID, BOS_ID, UNK_ID
 from .models import AWD_QRNN
 from .losses import LabelSmoothingLoss
 from .callbacks import fit_cosine_one_cycle, discriminative_lrs, plain_progress
 
 # %% auto #0
-__all__ = ['STAGES', 'SIZES', 'ARCHS', 'PKG_FORMAT', 'PKG_VERSION', 'MultiFiTPreset', 'multifit_preset', 'text_dataloaders',
-           'get_tokenizer', 'MultiFiTLearner', 'MultiFiTLMLearner', 'multifit_lm_learner', 'chunk_len',
-           'multifit_classifier_learner', 'write_package', 'save_pretrained', 'PackageError', 'MultiFiTPackage',
-           'load_package', 'predict_texts', 'from_pretrained']
+__all__ = ['STAGES', 'SIZES', 'ARCHS', 'PKG_FORMAT', 'PKG_VERSION', 'MAX_CONFIG_BYTES', 'MultiFiTPreset', 'multifit_preset',
+           'KeepLast', 'text_dataloaders', 'get_tokenizer', 'ReleaseMemory', 'MultiFiTLearner', 'MultiFiTLMLearner',
+           'multifit_lm_learner', 'chunk_len', 'multifit_classifier_learner', 'check_package_dest', 'write_package',
+           'save_pretrained', 'PackageError', 'MultiFiTPackage', 'load_package', 'predict_texts', 'from_pretrained']
 
 # %% ../nbs/05_learner.ipynb #bc19078c
 STAGES = ('pretrain', 'finetune_lm', 'classifier')
@@ -78,9 +81,43 @@ class MultiFiTPreset:
     min_steps: int = 0              # classifier: at least this many optimizer steps (more epochs for small label sets)
 
     def __post_init__(self):
-        if self.stage not in STAGES: raise ValueError(f'unknown stage {self.stage!r}; use one of {STAGES}')
-        if self.arch not in ARCHS: raise ValueError(f'unknown arch {self.arch!r}; registered: {sorted(ARCHS)}')
-        self.moms, self.lin_ftrs = tuple(self.moms), tuple(self.lin_ftrs)
+        if self.stage not in STAGES: raise MultiFiTError(f'unknown stage {self.stage!r}; use one of {STAGES}')
+        if self.arch not in ARCHS: raise MultiFiTError(f'unknown arch {self.arch!r}; registered: {sorted(ARCHS)}')
+        for f in dataclasses.fields(self): setattr(self, f.name, _check_field(f.name, getattr(self, f.name), f.type))
+
+def _ge(lo): return (lambda v: v >= lo), f'>= {lo}'
+def _gt(lo): return (lambda v: v > lo), f'> {lo}'
+_UNIT = (lambda v: 0 <= v < 1), 'in [0, 1)'
+_RULES = {**dict.fromkeys(['emb_sz', 'n_hid', 'n_layers', 'bs', 'bptt', 'epochs', 'max_len'], _ge(1)), 'vocab_sz': _ge(8),
+          **dict.fromkeys(['output_p', 'hidden_p', 'input_p', 'embed_p', 'weight_p', 'zoneout', 'label_smoothing'], _UNIT),
+          **dict.fromkeys(['drop_mult', 'wd', 'alpha', 'beta'], _ge(0)),
+          **dict.fromkeys(['lr', 'lr_low', 'clip', 'div', 'div_final', 'first_epoch_lr_mult'], _gt(0)),
+          'pct_start': ((lambda v: 0 <= v <= 1), 'in [0, 1]')}
+_KINDS = dict(int='an integer', float='a number', bool='true or false', str='a string', tuple='a list')
+
+def _typed(name: str, v, ann: str):
+    "`v` as the type of annotation `ann` ('int', 'float | None', ...), or a `MultiFiTError` naming field `name`"
+    kinds = [k.strip() for k in str(ann).split('|')]
+    if v is None and 'None' in kinds: return v
+    if 'bool' in kinds and isinstance(v, bool): return v
+    if 'int' in kinds and isinstance(v, int) and not isinstance(v, bool): return v
+    if 'float' in kinds and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v): return float(v)
+    if 'str' in kinds and isinstance(v, str): return v
+    if 'tuple' in kinds and isinstance(v, (list, tuple)): return tuple(v)
+    want = ' or '.join(_KINDS.get(k, 'null' if k == 'None' else k) for k in kinds)
+    raise MultiFiTError(f'preset field {name!r} must be {want}, got {v!r}')
+
+def _check_field(name: str, v, ann: str):
+    "Field `name` checked against its type and range"
+    v = _typed(name, v, ann)
+    ok, rng = _RULES.get(name, (None, None))
+    if v is not None and ok is not None and not ok(v):
+        raise MultiFiTError(f'preset field {name!r} must be {_KINDS[str(ann).split("|")[0].strip()]} {rng}, got {v!r}')
+    if name == 'moms' and not (len(v) == 3 and all(isinstance(m, (int, float)) and 0 <= m < 1 for m in v)):
+        raise MultiFiTError(f"preset field 'moms' must be 3 numbers in [0, 1) (start, peak-lr, end), got {list(v)}")
+    if name == 'lin_ftrs' and not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in v):
+        raise MultiFiTError(f"preset field 'lin_ftrs' must be a list of integers >= 1, got {list(v)}")
+    return v
 
 # %% ../nbs/05_learner.ipynb #2172bbab
 ARCHS = {'AWD_QRNN': AWD_QRNN, 'AWD_LSTM': AWD_LSTM}
@@ -95,10 +132,10 @@ def multifit_preset(stage: str = 'classifier', # 'pretrain', 'finetune_lm' or 'c
                     size: str = 'paper',       # 'paper' or 'cpu-small'
                     **overrides) -> MultiFiTPreset:
     "The paper's preset for `stage` (at `size`), with any field overridden"
-    if size not in SIZES and size != 'custom': raise ValueError(f'unknown size {size!r}; use one of {sorted(SIZES)}')
+    if size not in SIZES and size != 'custom': raise MultiFiTError(f'unknown size {size!r}; use one of {sorted(SIZES)}')
     kw = dict(stage=stage, size=size, **SIZES.get(size, SIZES['paper']), **_stage_defaults(stage))
     bad = set(overrides) - {f.name for f in dataclasses.fields(MultiFiTPreset)}
-    if bad: raise ValueError(f'unknown preset field(s) {sorted(bad)}')
+    if bad: raise MultiFiTError(f'unknown preset field(s) {sorted(bad)}; the fields are {[f.name for f in dataclasses.fields(MultiFiTPreset)]}')
     kw.update(overrides)
     base = SIZES.get(size, SIZES['paper'])
     if any(k in overrides and overrides[k] != base[k] for k in base) and 'size' not in overrides:
@@ -117,14 +154,15 @@ def save(self: MultiFiTPreset, path) -> Path:
 @patch(cls_method=True)
 def from_dict(cls: MultiFiTPreset, d: dict) -> MultiFiTPreset:
     bad = set(d) - {f.name for f in dataclasses.fields(cls)}
-    if bad: raise ValueError(f'unknown preset field(s) {sorted(bad)}')
+    if bad: raise MultiFiTError(f'unknown preset field(s) {sorted(bad)}')
     return cls(**d)
 
 @patch(cls_method=True)
 def load(cls: MultiFiTPreset, path) -> MultiFiTPreset:
     "Read a preset saved with `save`"
     try: d = json.loads(Path(path).read_text(encoding='utf-8'))
-    except json.JSONDecodeError as e: raise ValueError(f'corrupt preset file {path}: {e}') from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e: raise MultiFiTError(f'corrupt preset file {path}: {e}') from None
+    if not isinstance(d, dict): raise MultiFiTError(f'corrupt preset file {path}: not a JSON object')
     return cls.from_dict(d)
 
 @patch
@@ -150,13 +188,18 @@ def lr_max(self: MultiFiTPreset):
 def _check_df(df: pd.DataFrame, text_col: str, label_col: str | None = None, what: str = 'data'):
     if not isinstance(df, pd.DataFrame): raise TypeError(f'{what}: expected a pandas DataFrame, got {type(df).__name__}')
     for c in [text_col] + ([label_col] if label_col else []):
-        if c not in df.columns: raise KeyError(f'{what}: no column {c!r} (columns: {list(df.columns)})')
-    if len(df) == 0: raise ValueError(f'{what}: no rows')
+        if c not in df.columns: raise MissingColumnError(f'{what}: no column {c!r} (columns: {list(df.columns)})')
+    if len(df) == 0: raise MultiFiTError(f'{what}: no rows')
     if df[text_col].isna().any():
-        raise ValueError(f'{what}: {int(df[text_col].isna().sum())} missing value(s) in text column {text_col!r}')
-    if (df[text_col].astype(str).str.strip() == '').all(): raise ValueError(f'{what}: text column {text_col!r} is empty')
+        raise MultiFiTError(f'{what}: {int(df[text_col].isna().sum())} missing value(s) in text column {text_col!r}')
+    if (df[text_col].astype(str).str.strip() == '').all(): raise MultiFiTError(f'{what}: text column {text_col!r} is empty')
     if label_col and df[label_col].isna().any():
-        raise ValueError(f'{what}: {int(df[label_col].isna().sum())} missing label(s) in column {label_col!r}')
+        raise MultiFiTError(f'{what}: {int(df[label_col].isna().sum())} missing label(s) in column {label_col!r}')
+
+class KeepLast(Transform):
+    "Keep the last `n` ids of a `TensorText` (what the classifier reads); anything else passes unchanged"
+    def __init__(self, n: int): self.n = n
+    def encodes(self, x): return x[-self.n:] if isinstance(x, TensorText) and len(x) > self.n else x
 
 def text_dataloaders(tok: SPTokenizer,          # the tokenizer (of the LM you fine-tune from)
                      train: pd.DataFrame,       # training rows
@@ -166,6 +209,7 @@ def text_dataloaders(tok: SPTokenizer,          # the tokenizer (of the LM you f
                      bs: int = 64,              # batch size
                      seq_len: int = 70,         # bptt
                      vocab: list | None = None, # label vocabulary (default: sorted labels of `train`)
+                     max_len: int | None = None, # classification: keep only each document's last `max_len` ids
                      **kwargs) -> DataLoaders:
     "LM (`label_col=None`) or classification `DataLoaders` from two DataFrames"
     _check_df(train, text_col, label_col, 'train'); _check_df(valid, text_col, label_col, 'valid')
@@ -173,11 +217,11 @@ def text_dataloaders(tok: SPTokenizer,          # the tokenizer (of the LM you f
     is_lm = label_col is None
     if not is_lm:
         unknown = set(valid[label_col]) - set(vocab or train[label_col])
-        if unknown: raise ValueError(f'valid: label(s) {sorted(map(str, unknown))} not in the training labels')
+        if unknown: raise MultiFiTError(f'valid: label(s) {sorted(map(str, unknown))} not in the training labels')
     blocks = (SPTextBlock(tok, is_lm=True, seq_len=seq_len),) if is_lm else \
              (SPTextBlock(tok, seq_len=seq_len), CategoryBlock(vocab=vocab))
     db = DataBlock(blocks=blocks, get_x=ColReader(text_col), get_y=None if is_lm else ColReader(label_col),
-                   splitter=ColSplitter('_is_valid'))
+                   splitter=ColSplitter('_is_valid'), item_tfms=None if is_lm or max_len is None else KeepLast(max_len))
     return db.dataloaders(df, bs=bs, seq_len=seq_len, **kwargs) if is_lm else db.dataloaders(df, bs=bs, **kwargs)
 
 def get_tokenizer(dls: DataLoaders) -> SPTokenizer | None:
@@ -188,6 +232,18 @@ def get_tokenizer(dls: DataLoaders) -> SPTokenizer | None:
     return None
 
 # %% ../nbs/05_learner.ipynb #47d85fae
+class ReleaseMemory(Callback):
+    "Keep memory flat in the number of steps: per-step losses as floats, the C heap's free pages returned to the OS"
+    order, run_valid = 99, False  # after the Recorder (50)
+    def __init__(self, every: int = 100): self.every = every  # release every `every` training steps (and each epoch)
+    def after_batch(self):
+        if not self.training: return
+        r = getattr(self.learn, 'recorder', None)
+        if r is not None and r.losses and isinstance(r.losses[-1], torch.Tensor):  # ~40x smaller than a 0-dim tensor
+            r.losses[-1] = float(r.losses[-1].detach().float().mean())
+        if self.every and self.train_iter % self.every == 0: release_memory()
+    def after_epoch(self): release_memory()
+
 class MultiFiTLearner(TextLearner):
     "A fastai `TextLearner` that carries a `MultiFiTPreset`"
     preset: MultiFiTPreset = None
@@ -260,7 +316,7 @@ def _common(dls, p: MultiFiTPreset, arch, kwargs):
         name = getattr(arch, '__name__', str(arch))
         if name not in ARCHS: raise ValueError(f'unknown arch {name!r}; registered: {sorted(ARCHS)}')
         p = p.replace(arch=name)
-    cbs = listify(kwargs.pop('cbs', None)) + ([GradientClip(p.clip)] if p.clip else [])
+    cbs = listify(kwargs.pop('cbs', None)) + ([GradientClip(p.clip)] if p.clip else []) + [ReleaseMemory()]
     kwargs.setdefault('wd', p.wd)
     if p.seed is not None: torch.manual_seed(p.seed)
     return p, tok, cbs
@@ -325,22 +381,35 @@ def multifit_classifier_learner(dls: DataLoaders, # classification data (text + 
 # %% ../nbs/05_learner.ipynb #9055d896
 PKG_FORMAT, PKG_VERSION = 'multifit_fastai.package', 1
 
-def _sha256(path) -> str:
-    h = hashlib.sha256()
+def _sha256(path, max_bytes: int | None = None) -> str:
+    "SHA-256 of the file `path`, reading at most `max_bytes` (+1: a longer file gets another digest)"
+    h, left = hashlib.sha256(), (1 << 62) if max_bytes is None else max_bytes + 1
     with open(path, 'rb') as f:
-        for b in iter(lambda: f.read(1 << 20), b''): h.update(b)
+        while left > 0 and (b := f.read(min(1 << 20, left))): h.update(b); left -= len(b)
     return h.hexdigest()
+
+def check_package_dest(path) -> Path:
+    "Raise a `MultiFiTError` unless a package can be written at `path`: new, empty, or an old package"
+    path = Path(path)
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
+        raise OutputExistsError(f'{path} exists and is not a folder: move it away or choose another output folder')
+    if path.is_dir() and not (path/'config.json').is_file() and any(path.iterdir()):
+        raise OutputExistsError(f'{path} exists and is not a model package: refusing to replace it; move it away or '
+                            'choose another output folder')
+    return path
 
 def _replace_dir(tmp: Path, dest: Path):
     "Move the complete directory `tmp` to `dest`, replacing an old `dest` only after"
     old = None
     if dest.exists():
-        if not (dest/'config.json').is_file() and any(dest.iterdir()):
-            raise FileExistsError(f'{dest} exists and is not a model package: refusing to replace it')
+        check_package_dest(dest)
         old = dest.with_name(f'.{dest.name}.old-{os.getpid()}')
         os.replace(dest, old)
     os.replace(tmp, dest)
     if old is not None: shutil.rmtree(old, ignore_errors=True)
+
+def _umask() -> int:
+    m = os.umask(0); os.umask(m); return m
 
 def _cpu_state(model: nn.Module) -> dict:
     "The state dict on the CPU, tied tensors (embedding, embedding dropout, decoder) kept as one shared tensor"
@@ -358,10 +427,12 @@ def write_package(model: nn.Module,       # an AWD LM (`get_language_model`) or 
                   labels: list | None = None, # class labels of a classifier; None: a language model
                   **extra) -> Path:       # more entries for `config.json`
     "Write a model package directory from a model, its tokenizer and preset"
-    path, is_lm, p = Path(path), labels is None, preset
+    path, is_lm, p = check_package_dest(path), labels is None, preset
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f'.{path.name}.tmp-'))
+    for stale in ('tmp', 'old'): remove_stale(path.parent, f'.{path.name}.{stale}-')  # left by killed writers
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f'.{path.name}.tmp-{os.getpid()}-'))
     try:
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it 0700: give it a folder's usual mode
         torch.save(_cpu_state(model), tmp/'model.pth')
         tok.save(tmp/'tokenizer')
         atomic_write_json(tmp/'vocab.json', tok.vocab)
@@ -370,7 +441,7 @@ def write_package(model: nn.Module,       # an AWD LM (`get_language_model`) or 
                    model_config=p.model_config(lm=is_lm), drop_mult=p.drop_mult, vocab_sz=len(tok),
                    n_class=None if is_lm else len(labels), labels=None if is_lm else [str(o) for o in labels],
                    bptt=p.bptt, max_len=p.max_len, lin_ftrs=list(p.lin_ftrs), tokenizer_fingerprint=tok.fingerprint,
-                   model_sha256=_sha256(tmp/'model.pth'), library_version=multifit_fastai.__version__,
+                   model_sha256=_sha256(tmp/'model.pth'), model_bytes=(tmp/'model.pth').stat().st_size, library_version=multifit_fastai.__version__,
                    created=time.strftime('%Y-%m-%dT%H:%M:%S'), **extra)
         atomic_write_json(tmp/'config.json', cfg)
         _replace_dir(tmp, path)
@@ -391,7 +462,7 @@ def save_pretrained(learn: MultiFiTLearner, path) -> Path:
 MultiFiTLearner.save_pretrained = save_pretrained
 
 # %% ../nbs/05_learner.ipynb #26621322
-class PackageError(ValueError):
+class PackageError(MultiFiTError):
     "A model package that is missing, corrupt, unsafe, or does not fit"
 
 class MultiFiTPackage:
@@ -408,19 +479,82 @@ class MultiFiTPackage:
                 f"n_hid={c['model_config']['n_hid']}, n_layers={c['model_config']['n_layers']}, vocab_sz={c['vocab_sz']}, "
                 f"labels={c.get('labels')})")
 
+MAX_CONFIG_BYTES = 1 << 20
+
+def _check_files(path: Path):
+    "Every entry of the package is a regular file or folder, and a link points inside the package"
+    root = path.resolve()
+    for d, dirs, files in os.walk(path):  # links to folders are listed, not followed
+        for name in dirs + files:
+            p = Path(d)/name
+            if p.is_symlink() and not p.resolve().is_relative_to(root):
+                raise PackageError(f'{p} is a link to {p.resolve()}, outside the package: refusing to follow it '
+                                   '(copy the file into the package instead)')
+            try: mode = os.stat(p).st_mode
+            except OSError as e: raise PackageError(f'cannot read {p}: {e.strerror}') from None
+            if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+                raise PackageError(f'{p} is not a regular file (a device, pipe or socket): refusing to read it')
+
+def _is_int(v, lo=1) -> bool: return isinstance(v, int) and not isinstance(v, bool) and v >= lo
+
+def _check_config(path: Path, c) -> dict:
+    "The fields of a package config that shape the model, each of the right type"
+    f = path/'config.json'
+    if not isinstance(c, dict): raise PackageError(f'{f} is not a JSON object')
+    if c.get('format') != PKG_FORMAT: raise PackageError(f'{f} is not a multifit_fastai package config')
+    if not isinstance(c.get('format_version', 0), int) or c.get('format_version', 0) > PKG_VERSION:
+        raise PackageError(f'{path} was written by a newer multifit_fastai (package format {c.get("format_version")})')
+    mc, bad = c.get('model_config'), []
+    if c.get('kind') not in ('lm', 'classifier'): bad.append(f"kind {c.get('kind')!r} (lm or classifier)")
+    if c.get('arch') not in ARCHS: bad.append(f"arch {c.get('arch')!r} (one of {sorted(ARCHS)})")
+    if not isinstance(mc, dict): bad.append('model_config (a JSON object)'); mc = {}
+    bad += [f'model_config.{k} {mc.get(k)!r} (an integer >= 1)' for k in ('emb_sz', 'n_hid', 'n_layers') if not _is_int(mc.get(k))]
+    bad += [f'{k} {c.get(k)!r} (an integer >= 1)' for k in ('vocab_sz', 'bptt', 'max_len') if not _is_int(c.get(k))]
+    if c.get('kind') == 'classifier':
+        if not _is_int(c.get('n_class'), 2): bad.append(f"n_class {c.get('n_class')!r} (an integer >= 2)")
+        if not isinstance(c.get('labels'), list) or len(c['labels']) != c.get('n_class'):
+            bad.append(f"labels (a list of n_class={c.get('n_class')} names)")
+        if not isinstance(c.get('lin_ftrs'), list) or not all(_is_int(n) for n in c['lin_ftrs']):
+            bad.append(f"lin_ftrs {c.get('lin_ftrs')!r} (a list of integers >= 1)")
+    if 'model_bytes' in c and not _is_int(c['model_bytes'], 0): bad.append(f"model_bytes {c['model_bytes']!r}")
+    if bad: raise PackageError(f'{f} has invalid field(s): ' + '; '.join(bad))
+    return c
+
+def _build_model(c: dict) -> nn.Module:
+    "The (untrained) model a checked package config describes"
+    arch, mc = ARCHS[c['arch']], dict(c['model_config'])
+    if c['kind'] == 'lm': return get_language_model(arch, c['vocab_sz'], config=mc, drop_mult=c.get('drop_mult', 1.))
+    return get_text_classifier(arch, c['vocab_sz'], c['n_class'], seq_len=c['bptt'], config=mc, drop_mult=c.get('drop_mult', 1.),
+                               lin_ftrs=c['lin_ftrs'], max_len=c['max_len'], pad_idx=PAD_ID)
+
+def _check_state(path: Path, c: dict, state: dict):
+    "Name every key and shape of `state` that differs from the model `c` describes"
+    with torch.device('meta'): want = {k: tuple(v.shape) for k, v in _build_model(c).state_dict().items()}
+    have = {k: tuple(v.shape) for k, v in state.items()}
+    diff = [f'{k}: missing' for k in want if k not in have] + [f'{k}: not in the model' for k in have if k not in want]
+    diff += [f'{k}: shape {list(have[k])} in model.pth, {list(want[k])} from config.json' for k in want if k in have and have[k] != want[k]]
+    if diff:
+        more = f' (and {len(diff) - 12} more)' if len(diff) > 12 else ''
+        raise PackageError(f'{path/"model.pth"} does not fit {path/"config.json"} ({c["kind"]} {c["arch"]}, '
+                           f'emb_sz {c["model_config"]["emb_sz"]}, n_hid {c["model_config"]["n_hid"]}, n_layers '
+                           f'{c["model_config"]["n_layers"]}, vocab {c["vocab_sz"]}, n_class {c.get("n_class")}): '
+                           + '; '.join(diff[:12]) + more)
+
 def load_package(path) -> MultiFiTPackage:
     "Load and check a package written by `save_pretrained`"
     path = Path(path)
     if not path.is_dir(): raise PackageError(f'no model package at {path}')
-    if not (path/'config.json').is_file(): raise PackageError(f'{path} is not a model package: no config.json')
-    try: cfg = json.loads((path/'config.json').read_text(encoding='utf-8'))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e: raise PackageError(f'corrupt {path/"config.json"}: {e}') from None
-    if cfg.get('format') != PKG_FORMAT: raise PackageError(f'{path/"config.json"} is not a multifit_fastai package config')
-    if cfg.get('format_version', 0) > PKG_VERSION:
-        raise PackageError(f'{path} was written by a newer multifit_fastai (package format {cfg["format_version"]})')
+    if not (path/'config.json').exists(): raise PackageError(f'{path} is not a model package: no config.json')
     for f in ('model.pth', 'preset.json', 'tokenizer'):
         if not (path/f).exists(): raise PackageError(f'incomplete model package {path}: {f} is missing')
-    if _sha256(path/'model.pth') != cfg.get('model_sha256'):
+    _check_files(path)
+    if (path/'config.json').stat().st_size > MAX_CONFIG_BYTES: raise PackageError(f'{path/"config.json"} is too large for a package config')
+    try: cfg = json.loads((path/'config.json').read_text(encoding='utf-8'))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e: raise PackageError(f'corrupt {path/"config.json"}: {e}') from None
+    cfg, size = _check_config(path, cfg), (path/'model.pth').stat().st_size
+    if cfg.get('model_bytes', size) != size:
+        raise PackageError(f'corrupt model package: {path/"model.pth"} has {size:,} bytes, config.json records {cfg["model_bytes"]:,}')
+    if _sha256(path/'model.pth', size) != cfg.get('model_sha256'):
         raise PackageError(f'corrupt model package: {path/"model.pth"} does not match the checksum in config.json')
     try: state = torch.load(path/'model.pth', map_location='cpu', weights_only=True)
     except Exception as e:
@@ -428,11 +562,13 @@ def load_package(path) -> MultiFiTPackage:
                            f'(unsafe or corrupt pickle: {str(e).splitlines()[0][:200]})') from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise PackageError(f'{path/"model.pth"} is not a state dict of tensors')
+    _check_state(path, cfg, state)
     try: tok = SPTokenizer.load(path/'tokenizer')
     except (ValueError, FileNotFoundError) as e: raise PackageError(f'bad tokenizer in {path}: {e}') from None
     if len(tok) != cfg['vocab_sz'] or tok.fingerprint != cfg.get('tokenizer_fingerprint'):
         raise PackageError(f'{path}: the tokenizer does not match the model (vocab {len(tok)} vs {cfg["vocab_sz"]})')
-    preset = MultiFiTPreset.load(path/'preset.json')
+    try: preset = MultiFiTPreset.load(path/'preset.json')
+    except MultiFiTError as e: raise PackageError(f'bad preset in {path}: {e}') from None
     return MultiFiTPackage(path, cfg, preset, tok, state)
 
 # %% ../nbs/05_learner.ipynb #214c5786
@@ -475,21 +611,19 @@ def load_into(self: MultiFiTPackage, learn: Learner, encoder_only: bool = True):
 @patch
 def model(self: MultiFiTPackage) -> nn.Module:
     "Rebuild the model of this package and load its weights (eval mode, CPU)"
-    c, arch = self.config, ARCHS[self.config['arch']]
-    if self.kind == 'lm':
-        m = get_language_model(arch, c['vocab_sz'], config=dict(c['model_config']), drop_mult=c.get('drop_mult', 1.))
-    else:
-        m = get_text_classifier(arch, c['vocab_sz'], c['n_class'], seq_len=c['bptt'], config=dict(c['model_config']),
-                                drop_mult=c.get('drop_mult', 1.), lin_ftrs=c['lin_ftrs'], max_len=c['max_len'], pad_idx=PAD_ID)
+    m = _build_model(self.config)
     m.load_state_dict(self.state)
     return m.eval()
 
 @torch.no_grad()
-def predict_texts(model: nn.Module, tok: SPTokenizer, texts, labels=None, bs: int = 32, bptt: int = 70) -> pd.DataFrame:
+def predict_texts(model: nn.Module, tok: SPTokenizer, texts, labels=None, bs: int = 32, bptt: int = 70,
+                  max_len: int | None = None # read only the last `max_len` ids of each text (what the classifier pools)
+                 ) -> pd.DataFrame:
     "Class probabilities of a classifier `model` for `texts`, as a DataFrame (`label`, `probability`, one column per class)"
     texts = list(texts)
-    if not texts: raise ValueError('no texts to predict')
+    if not texts: raise MultiFiTError('no texts to predict')
     ids = tok.encode_batch(texts)
+    if max_len is not None: ids = [o[-max_len:] for o in ids]
     order = np.argsort([-len(o) for o in ids], kind='stable')
     probs = torch.empty(len(texts), model[-1].layers[-1][-1].out_features)
     dev = one_param(model).device
@@ -514,7 +648,8 @@ def predict(self: MultiFiTPackage, texts, bs: int = 32) -> pd.DataFrame:
     "Predict labels and probabilities for `texts` with this classifier package"
     if self.kind != 'classifier': raise PackageError(f'{self.path} is a language model, not a classifier')
     if not hasattr(self, '_model'): self._model = self.model()
-    return predict_texts(self._model, self.tokenizer, texts, self.labels, bs=bs, bptt=self.config['bptt'])
+    return predict_texts(self._model, self.tokenizer, texts, self.labels, bs=bs, bptt=self.config['bptt'],
+                         max_len=self.config['max_len'])
 
 def from_pretrained(path, dls: DataLoaders | None = None, **kwargs):
     "A package's learner on `dls` (LM or classifier, weights loaded), or the `MultiFiTPackage` itself without `dls`"

@@ -2,12 +2,13 @@
 
 # %% ../nbs/06_pipeline.ipynb #cb7170f8
 from __future__ import annotations
-import itertools, json, os, random, time
+import bz2, gzip, itertools, json, lzma, os, random, time, zipfile
 from pathlib import Path
 import numpy as np, pandas as pd, torch
 from fastcore.basics import store_attr, ifnone, listify, patch_to
 from fastai.text.core import FLD
-from .core import atomic_write_json, read_lines
+from .core import (atomic_write_json, read_lines, MultiFiTError, MissingColumnError, check_input_file,
+                                  decode_utf8)
 from .tokenizer import SPTokenizer, iter_text_lines
 from .learner import (multifit_preset, MultiFiTPreset, text_dataloaders, multifit_lm_learner,
                                      multifit_classifier_learner, save_pretrained, load_package, PackageError, SIZES)
@@ -19,58 +20,100 @@ from .distributed import (data_parallel, init_distributed, rank0_only, broadcast
                                          is_distributed, world_size)
 
 # %% auto #0
-__all__ = ['STAGE_DIRS', 'TOKENIZER_LINES', 'join_fields', 'read_table', 'read_texts', 'read_mldoc', 'classification_report_df',
-           'plot_confusion', 'MultiFiT', 'sample_lines', 'evaluate_package', 'tfidf_baseline']
+__all__ = ['CSV_SUFFIXES', 'STAGE_DIRS', 'TOKENIZER_LINES', 'join_fields', 'is_csv', 'read_table', 'read_texts', 'read_mldoc',
+           'classification_report_df', 'plot_confusion', 'MultiFiT', 'sample_lines', 'evaluate_package',
+           'tfidf_baseline']
 
 # %% ../nbs/06_pipeline.ipynb #f1ec8160
 def join_fields(df: pd.DataFrame, text_cols) -> pd.Series:
     "One text per row: a single column as is, several joined with fastai's field markers `xxfld 1 ...`"
     text_cols = listify(text_cols)
     missing = [c for c in text_cols if c not in df.columns]
-    if missing: raise KeyError(f'no column(s) {missing} (columns: {list(df.columns)})')
+    if missing: raise MissingColumnError(f'no column(s) {missing} (columns: {list(df.columns)}); name the text column(s) with --text-col / text_cols')
     if len(text_cols) == 1: return df[text_cols[0]]
     parts = [f'{FLD} {i + 1} ' + df[c].fillna('').astype(str) for i, c in enumerate(text_cols)]
     out = parts[0]
     for p in parts[1:]: out = out + ' ' + p
     return out
 
-def read_table(src,                   # DataFrame or CSV path
+CSV_SUFFIXES = ('.csv', '.csv.gz', '.csv.bz2', '.csv.xz', '.csv.zip')
+
+def is_csv(path) -> bool:
+    "Whether `path` names a CSV file, plain or compressed"
+    return str(path).lower().endswith(CSV_SUFFIXES)
+
+def _raw_bytes(p: Path) -> bytes:
+    "The (decompressed) bytes of a CSV file"
+    opener = {'.gz': gzip.open, '.bz2': bz2.open, '.xz': lzma.open}.get(p.suffix.lower())
+    if opener:
+        with opener(p, 'rb') as f: return f.read()
+    if p.suffix.lower() == '.zip':
+        with zipfile.ZipFile(p) as z: return z.read(z.namelist()[0])
+    return p.read_bytes()
+
+def _read_csv(p: Path, what: str) -> pd.DataFrame:
+    "`pd.read_csv(p)` with one clear error for each way a file can be unreadable"
+    check_input_file(p, f'{what} file')
+    try: return pd.read_csv(p)
+    except pd.errors.EmptyDataError: raise MultiFiTError(f'{what}: {p} is empty') from None
+    except UnicodeDecodeError:
+        decode_utf8(_raw_bytes(p), f'{what} file {p}')
+        raise
+    except pd.errors.ParserError as e:
+        raise MultiFiTError(f'{what}: {p} is not a readable CSV ({str(e).strip().splitlines()[0]}); check its quoting') from None
+    except (OSError, EOFError, zipfile.BadZipFile, lzma.LZMAError) as e:
+        raise MultiFiTError(f'{what}: cannot read {p} ({type(e).__name__}: {e}); is it a complete, uncompressed or '
+                            '.gz/.bz2/.xz/.zip CSV?') from None
+
+def _rows(mask) -> str:
+    "The first few rows where `mask` holds, counted from 1"
+    r = list(np.flatnonzero(np.asarray(mask)) + 1)
+    return ', '.join(map(str, r[:5])) + (f' and {len(r) - 5} more' if len(r) > 5 else '')
+
+def _blank(s: pd.Series) -> np.ndarray: return (s.isna() | (s.astype(str).str.strip() == '')).to_numpy()
+
+def read_table(src,                   # DataFrame or CSV path (also .csv.gz/.bz2/.xz/.zip)
                text_cols='text',      # one or several text columns
                label_col: str | None = 'label', # label column (None: unlabelled)
-               what: str = 'data') -> pd.DataFrame:
+               what: str = 'data',    # what the table is, for messages
+               allow_empty: bool = False) -> pd.DataFrame: # drop rows without text instead of refusing them
     "A DataFrame with a `text` column (and `label` if `label_col`) from a DataFrame or a CSV file"
-    if isinstance(src, (str, os.PathLike)):
-        p = Path(src)
-        if not p.is_file(): raise FileNotFoundError(f'{what}: no such file: {p}')
-        try: df = pd.read_csv(p)
-        except pd.errors.EmptyDataError: raise ValueError(f'{what}: {p} is empty') from None
-    elif isinstance(src, pd.DataFrame): df = src
+    if isinstance(src, (str, os.PathLike)): df, where = _read_csv(Path(src), what), f'{what} file {src}'
+    elif isinstance(src, pd.DataFrame): df, where = src, what
     else: raise TypeError(f'{what}: expected a DataFrame or a CSV path, got {type(src).__name__}')
-    if len(df) == 0: raise ValueError(f'{what}: no rows')
-    out = pd.DataFrame({'text': join_fields(df, text_cols)})
+    if len(df) == 0: raise MultiFiTError(f'{where}: no rows')
+    text = join_fields(df, text_cols)
+    empty = np.logical_and.reduce([_blank(df[c]) for c in listify(text_cols)])
+    if empty.any() and not allow_empty:
+        raise MultiFiTError(f'{where}: {int(empty.sum())} row(s) without text in {listify(text_cols)}: row {_rows(empty)} '
+                            '(1 = the first row after the header); fill in or delete those rows')
+    out = pd.DataFrame({'text': text.astype(str).values})
     if label_col is not None:
-        if label_col not in df.columns: raise KeyError(f'{what}: no label column {label_col!r} (columns: {list(df.columns)})')
+        if label_col not in df.columns:
+            raise MissingColumnError(f'{where}: no label column {label_col!r} (columns: {list(df.columns)}); name it with --label-col / label_col')
+        nolab = df[label_col].isna().to_numpy()
+        if nolab.any(): raise MultiFiTError(f'{where}: {int(nolab.sum())} row(s) without a label in {label_col!r}: row '
+                                            f'{_rows(nolab)} (1 = the first row after the header); fill in or delete those rows')
         out['label'] = df[label_col].values
-    return out
+    return out[~empty].reset_index(drop=True) if allow_empty else out
 
 def read_texts(src) -> list[str]:
-    "Texts from a list of strings, a DataFrame (`text` column), a CSV, or text/.gz files (one text per line)"
-    if isinstance(src, pd.DataFrame): return list(read_table(src, label_col=None).text)
-    if isinstance(src, (str, os.PathLike)) and str(src).endswith('.csv'): return list(read_table(src, label_col=None).text)
-    if isinstance(src, (str, os.PathLike)):
-        if not Path(src).is_file(): raise FileNotFoundError(f'no such file: {src}')
-        src = [Path(src)]
-    texts = list(iter_text_lines(src)) if any(isinstance(o, os.PathLike) for o in src) else [str(t) for t in src]
+    "Texts from a list of strings, a DataFrame or a CSV (its `text` column), or text/.gz files (one text per line)"
+    if isinstance(src, pd.DataFrame) or (isinstance(src, (str, os.PathLike)) and is_csv(src)):
+        texts = list(read_table(src, label_col=None, what='texts', allow_empty=True).text)
+    else:
+        if isinstance(src, (str, os.PathLike)): src = [Path(check_input_file(src, 'text file'))]
+        texts = list(iter_text_lines(src)) if any(isinstance(o, os.PathLike) for o in src) else [str(t) for t in src]
     texts = [t for t in texts if t.strip()]
-    if not texts: raise ValueError('no text: the input is empty')
+    if not texts: raise MultiFiTError('no text: the input is empty')
     return texts
 
 def read_mldoc(path) -> pd.DataFrame:
     "The original MLDoc/CLS CSV layout (`{lang}.train.csv`): header-less `label,text` rows"
     p = Path(path)
-    if not p.is_file(): raise FileNotFoundError(f'no such file: {p}')
+    check_input_file(p, 'MLDoc file')
     df = pd.read_csv(p, header=None, names=['label', 'text'], dtype=str, keep_default_na=False)
-    if len(df) == 0: raise ValueError(f'{p} is empty')
+    if len(df) == 0: raise MultiFiTError(f'{p} is empty')
     return df[['text', 'label']]
 
 # %% ../nbs/06_pipeline.ipynb #677137d9
@@ -317,7 +360,7 @@ def train_classifier(self, df, valid=None, epochs: int | None = None, text_cols=
     train, valid = (df, read_table(valid, text_cols, label_col, 'valid')) if valid is not None else _stratified_split(df, 0.1, ifnone(p.seed, 0))
     if not (self.stage_path('tokenizer')/'tokenizer.json').is_file(): self.train_tokenizer(list(train.text))
     if p.seed is not None: set_seed(p.seed)
-    dls = text_dataloaders(self.tokenizer(), train, valid, label_col='label', bs=p.bs, seq_len=p.bptt)
+    dls = text_dataloaders(self.tokenizer(), train, valid, label_col='label', bs=p.bs, seq_len=p.bptt, max_len=p.max_len)
     src = self.encoder_source() if encoder == 'auto' else encoder  # None: no pretrained encoder
     if src is None: self._log(f'{name}: no language model, training from scratch')
     learn = set_precision(multifit_classifier_learner(dls, preset=p, pretrained=src), precision)
@@ -358,7 +401,8 @@ def evaluate_package(pkg, df, text_cols='text', label_col='label', confusion_png
     df = read_table(df, text_cols, label_col, 'evaluation data')
     gold = df.label.astype(str).tolist()
     unknown = sorted(set(gold) - set(pkg.labels))
-    if unknown: raise ValueError(f'evaluation data has label(s) the classifier does not know: {unknown} (known: {pkg.labels})')
+    if unknown: raise MultiFiTError(f'evaluation data has label(s) the classifier does not know: {unknown} (known: {pkg.labels}); '
+                                    'remove those rows or evaluate a classifier trained on these labels')
     pred = pkg.predict(list(df.text))
     rep = classification_report_df(gold, list(pred.label), pkg.labels)
     if confusion_png: plot_confusion(rep['confusion'], confusion_png)

@@ -40,9 +40,10 @@ def test_full_cycle(exp, files):
     assert 'accuracy' in r.stdout and 'macro-F1' in r.stdout and 'games' in r.stdout
     assert (files/'cm.png').read_bytes()[:4] == b'\x89PNG'
     r = run('predict', files/'valid.csv', '--model', exp/'classifier', '--out', files/'pred.csv')
-    pred = pd.read_csv(files/'pred.csv')
-    assert list(pred.columns[:3]) == ['text', 'label', 'probability'] and len(pred) == 60
-    assert ((pred.iloc[:, 3:].sum(1) - 1).abs() < 1e-4).all()
+    pred, inp = pd.read_csv(files/'pred.csv'), pd.read_csv(files/'valid.csv')
+    n_in = len(inp.columns)
+    assert list(pred.columns[:n_in + 2]) == list(inp.columns) + ['pred_label', 'pred_probability'] and len(pred) == 60
+    assert ((pred.iloc[:, n_in + 2:].sum(1) - 1).abs() < 1e-4).all()
     r = run('predict', '--model', exp, input='Ein Spiel\nEin Editor für Texte\n')
     out = pd.read_csv(__import__('io').StringIO(r.stdout))
     assert list(out.text) == ['Ein Spiel', 'Ein Editor für Texte']
@@ -51,6 +52,7 @@ def test_full_cycle(exp, files):
     (['classify', '{d}/train.csv', '--exp', '{d}/e2', '--label-col', 'topic'], "no label column 'topic'"),
     (['classify', '{d}/empty.csv', '--exp', '{d}/e2'], 'is empty'),
     (['pretrain', '{d}/nope.txt', '--exp', '{d}/e2'], 'corpus file not found'),
+    (['evaluate', '{d}/valid.csv', '--model', '{d}/nope'], 'model not found'),
     (['evaluate', '{d}/valid.csv', '--model', '{d}'], 'is not a model directory'),
     (['predict', '{d}/valid.csv', '--model', '{d}/exp', '--text-col', 'body'], "no column(s) ['body']"),
     (['evaluate', '{d}/bad_labels.csv', '--model', '{d}/exp'], "['sports']"),

@@ -89,6 +89,7 @@ def test_malicious_pickle_refused(packages, tmp_path):
     cfg = json.loads((pkg/'config.json').read_text())
     import hashlib
     cfg['model_sha256'] = hashlib.sha256((pkg/'model.pth').read_bytes()).hexdigest()  # the attacker fixes the checksum
+    cfg['model_bytes'] = (pkg/'model.pth').stat().st_size                             # and the size
     (pkg/'config.json').write_text(json.dumps(cfg))
     with pytest.raises(PackageError, match='refusing to load'): load_package(pkg)
     assert not marker.exists()
