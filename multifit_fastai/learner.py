@@ -90,7 +90,7 @@ def _gt(lo): return (lambda v: v > lo), f'> {lo}'
 _UNIT = (lambda v: 0 <= v < 1), 'in [0, 1)'
 _RULES = {**dict.fromkeys(['emb_sz', 'n_hid', 'n_layers', 'bs', 'bptt', 'epochs', 'max_len'], _ge(1)), 'vocab_sz': _ge(8),
           **dict.fromkeys(['output_p', 'hidden_p', 'input_p', 'embed_p', 'weight_p', 'zoneout', 'label_smoothing'], _UNIT),
-          **dict.fromkeys(['drop_mult', 'wd', 'alpha', 'beta'], _ge(0)),
+          **dict.fromkeys(['drop_mult', 'wd', 'alpha', 'beta', 'min_steps'], _ge(0)),
           **dict.fromkeys(['lr', 'lr_low', 'clip', 'div', 'div_final', 'first_epoch_lr_mult'], _gt(0)),
           'pct_start': ((lambda v: 0 <= v <= 1), 'in [0, 1]')}
 _KINDS = dict(int='an integer', float='a number', bool='true or false', str='a string', tuple='a list')
