@@ -143,7 +143,7 @@ def run_lang(a, res, lang, tokenization='subword'):
     seg = word_segmenter(lang) if tokenization == 'word' else None
     if seg is not None: tr, t100, va = (df.assign(text=[seg(t) for t in df.text]) for df in (tr, t100, va)); unl = [seg(t) for t in unl]
     exps = lm_experiments(a, lang, tokenization, tr, unl, seg)
-    label_sets = [(1000, tr), (100, t100)] if tokenization == 'subword' else [(1000, tr)]
+    label_sets = [(n, {1000: tr, 100: t100}[n]) for n in a.labels if tokenization == 'subword' or n == 1000]
     for n, train in label_sets:
         for setting, (exp, enc) in exps.items():
             variants = [('', {})] + ([('+min_steps', dict(min_steps=a.min_steps_100))] if n == 100 and a.min_steps_100 else [])
@@ -220,6 +220,7 @@ def main():
     ap.add_argument('--langs', nargs='+', default=LANGS)
     ap.add_argument('--settings', nargs='+', default=list(SETTINGS), choices=list(SETTINGS))
     ap.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2])
+    ap.add_argument('--labels', nargs='+', type=int, default=[1000, 100], choices=[1000, 100], help='label sets, in this order')
     ap.add_argument('--word-langs', nargs='*', default=[])
     ap.add_argument('--size', default='demo'); ap.add_argument('--vocab-sz', type=int, default=8000)
     ap.add_argument('--max-lines', type=int, default=20000, help='corpus paragraphs used for pretraining')
