@@ -125,7 +125,7 @@ def classifier_run(a, res, key, exp, enc, train, va, name, seed, **kw):
     if res.has(key): return
     t0 = time.time()
     clas_kw = dict(lr=a.clas_lr, lr_low=None) if a.clas_flat else {}
-    pkg_dir = exp.train_classifier(train, valid=va, epochs=a.clas_epochs, name=name, encoder=enc, bs=a.clas_bs,
+    pkg_dir = exp.train_classifier(train, valid=va[:a.epoch_valid] if a.epoch_valid else va, epochs=a.clas_epochs, name=name, encoder=enc, bs=a.clas_bs,
                                    seed=seed, precision=a.precision, **clas_kw, **kw)
     pred = load_package(pkg_dir).predict(list(va.text))
     acc = float((pred.label.values == va.label.astype(str).values).mean())
@@ -220,6 +220,7 @@ def main():
     ap.add_argument('--langs', nargs='+', default=LANGS)
     ap.add_argument('--settings', nargs='+', default=list(SETTINGS), choices=list(SETTINGS))
     ap.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2])
+    ap.add_argument('--epoch-valid', type=int, default=0, help='valid documents scored after each training epoch (0: all); the reported accuracy is always on all of valid.csv')
     ap.add_argument('--labels', nargs='+', type=int, default=[1000, 100], choices=[1000, 100], help='label sets, in this order')
     ap.add_argument('--word-langs', nargs='*', default=[])
     ap.add_argument('--size', default='demo'); ap.add_argument('--vocab-sz', type=int, default=8000)
@@ -251,7 +252,7 @@ def main():
                 max_unlabelled=a.max_unlabelled, pretrain_epochs=a.pretrain_epochs, finetune_epochs=a.finetune_epochs,
                 in_domain_epochs=a.in_domain_epochs, task_finetune_epochs=a.task_finetune_epochs, clas_epochs=a.clas_epochs,
                 bptt=a.bptt, lm_bs=a.lm_bs, lm_lr=a.lm_lr, ft_lr=a.ft_lr, clas_bs=a.clas_bs, clas_lr=a.clas_lr,
-                clas_flat=a.clas_flat, seeds=a.seeds, min_steps_100=a.min_steps_100, precision=a.precision)
+                clas_flat=a.clas_flat, seeds=a.seeds, epoch_valid=a.epoch_valid, min_steps_100=a.min_steps_100, precision=a.precision)
     stem = 'ddtp_quick' if a.quick else ('mldoc' if a.mldoc else 'ddtp')
     res = Results(a.out/f'{stem}.json', meta)
     for lang in a.langs:
