@@ -348,10 +348,13 @@ def encode_text(self, text) -> list[int]:
     except (UnicodeEncodeError, TypeError, RuntimeError): raise _bad_unicode(t) from None
 
 @patch_to(SPTokenizer)
-def encode_batch(self, texts, n_workers: int | None = None, min_mp_chars: int = 2_000_000) -> EncodedTexts:
-    "Encode many texts at once (batched SentencePiece; worker processes for large inputs with rules on)"
+def encode_batch(self, texts, n_workers: int | None = None, min_mp_chars: int | None = None) -> EncodedTexts:
+    "Encode many texts at once (batched SentencePiece; worker processes for large inputs whose text pipeline is slow)"
     texts = [check_text(t) for t in texts]
     n_workers = self.n_workers if n_workers is None else n_workers
+    if min_mp_chars is None:  # processes pay only for rules done one text at a time in Python (custom rules, `v1`)
+        fast = self.v1 is None and all(f in _BATCH_RULES or f is replace_case for f in self.rule_fns)
+        min_mp_chars = sys.maxsize if fast else 2_000_000
     big = n_workers > 1 and (self.rule_fns or self.v1 is not None) and sum(map(len, texts)) >= min_mp_chars
     if big:
         n_chunks = n_workers * 4
@@ -409,7 +412,8 @@ def train(cls,
     if character_coverage is None: character_coverage = 0.9995 if cjk else 1.0
     if byte_fallback is None: byte_fallback = cjk
     fns = _rule_fns(rules)
-    lines = _sample((apply_rules(l, fns) for l in iter_text_lines(texts_or_files)), max_sentences, seed)
+    chunks = iter(lambda it=iter_text_lines(texts_or_files): list(itertools.islice(it, 8192)), [])
+    lines = _sample((l for c in chunks for l in apply_rules_batch(c, fns)), max_sentences, seed)
     if not lines: raise ValueError('no text to train the tokenizer on: every input line is empty')
     meta = dict(lang=lang, vocab_sz=vocab_sz, model_type=model_type, character_coverage=character_coverage,
                 byte_fallback=byte_fallback, n_sentences=len(lines), seed=seed, n_threads=n_threads)
