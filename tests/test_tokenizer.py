@@ -157,3 +157,46 @@ def test_pickle_round_trip(small_tok):
 def test_stats(small_tok):
     st = tokenizer_stats(small_tok, sample_data().valid.text[:100])
     assert st['vocab_sz'] == 1000 and st['n_texts'] == 100 and st['tokens_per_word'] > 1
+
+# ---- the fast rules give exactly the output of the plain rule chain ----
+
+import itertools, re
+from fastai.text.core import fix_html, replace_rep, replace_wrep, spec_add_spaces, rm_useless_spaces, TK_UP, TK_MAJ
+from multifit_fastai.tokenizer import apply_rules_batch, replace_case, _rule_fns
+
+_ref_upper = ''.join(re.escape(chr(c)) for c in range(0x10000) if chr(c).isupper() or chr(c).istitle())
+_ref_cap = re.compile(r'(?<!\S)[' + _ref_upper + r']\S*')
+
+def _ref_mark(m):
+    w = m.group()
+    if len(w) > 1 and w.isupper(): return f'{TK_UP} {w}'
+    return f'{TK_MAJ} {w}' if len(w) == 1 or not w[1].isupper() else w
+
+def _ref_rules(t):
+    "Frozen copy of the rule chain as it was: one regex pass per rule, the case rule as one regex with a callback"
+    for f in (fix_html, replace_rep, replace_wrep, spec_add_spaces, rm_useless_spaces): t = f(t)
+    return _ref_cap.sub(_ref_mark, t).lower().strip()
+
+TRICKY = ['Das ist SEHR gut!!!!  Ja ja ja ja', 'GNOME KDE XFCE', 'McDonald Über-Editor KDevelop A b', 'ÉTÉ Été été',
+          'МОСКВА Москва москва ПРИВЕТ мир', 'ΑΘΗΝΑ Αθήνα ΟΔΟΣ Σ.Σ ΣΑΣ', 'ǅemal ǄEMAL ǆ 𐐀bc 𝐀BC', 'İSTANBUL İzmir',
+          'aaaa bb ccc ... ---- !!!', 'der der der die', 'ja ja, ja ja. Ja ja', 'the the', 'x  y   z', ' lead trail ',
+          '&amp; &lt;b&gt; &#39;q&#39; &quot;x&quot; nbsp; <br /> <unk> a @-@ b c @.@ d \\n e \\"f\\"', 'a/b #c \\d //',
+          '日本語のテキスト ABC ＡＢＣ テキスト', '这是一个 GNOME 程序。。。', 'Zeile\nZWEI\tDrei\u00a0VIER\u3000Fünf',
+          '', ' ', '\n', 'A', 'AB', 'Ab', 'aB', '1A 2B', 'Straße STRASSE ß', 'x' * 50, 'ab ab ab ab ab cd']
+
+def test_rules_match_reference_on_tricky_strings():
+    fns = _rule_fns(True)
+    ref = [_ref_rules(t) for t in TRICKY]
+    assert [apply_rules(t, fns) for t in TRICKY] == ref
+    for chunk in (1, 7, 8192): assert apply_rules_batch(TRICKY, fns, chunk=chunk) == ref
+    assert [replace_case(t) for t in TRICKY] == [_ref_cap.sub(_ref_mark, t).lower().strip() for t in TRICKY]
+
+@pytest.mark.parametrize('lang', LANGS)
+def test_rules_match_reference_on_corpus(shared_data, lang):
+    "Every 8th of the first 40k lines of each corpus: the batch and per-text rules equal the frozen chain"
+    texts = list(itertools.islice(read_lines(shared_data/'corpora'/f'{lang}.txt.gz'), 0, 40000, 8))
+    fns, ref = _rule_fns(True), [_ref_rules(t) for t in texts]
+    assert len(texts) > 3000 and sum(r != t for r, t in zip(ref, texts)) > len(texts) // 3  # the rules do work here
+    new = apply_rules_batch(texts, fns)
+    assert [i for i, (a, b) in enumerate(zip(new, ref)) if a != b] == []
+    assert [apply_rules(t, fns) for t in texts[:1000]] == ref[:1000]
