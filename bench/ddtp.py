@@ -204,11 +204,11 @@ def write_md(res, out):
                  '| lever | labels | ' + ' | '.join(langs) + ' |', '|---|---|' + '---|' * len(langs)] + lever_rows
     rows += ['', '| time per language (s) | ' + ' | '.join(langs) + ' |', '|---|' + '---|' * len(langs)]
     def first(l, setting, key):
-        v = [r.get(key) for k, r in runs.items() if k.startswith(f'{l}/subword/{setting}/1000/')]
+        v = [r.get(key) for n in (1000, 100) for k, r in runs.items() if k.startswith(f'{l}/subword/{setting}/{n}/')]
         return '' if not v or v[0] is None else str(v[0])
     for what, setting, key in [('LM pretraining (corpus)', 'pretrained', 'seconds_pretrain'), ('LM fine-tuning (in-domain)', 'pretrained', 'seconds_finetune'),
-                               ('"no wiki" LM', 'in_domain_lm', 'seconds_finetune'), ('classifier 1k, pretrained (one seed)', 'pretrained', 'seconds_classifier'),
-                               ('classifier 1k, no pretraining (one seed)', 'no_pretraining', 'seconds_classifier'),
+                               ('"no wiki" LM', 'in_domain_lm', 'seconds_finetune'), ('classifier, pretrained (one seed; 1000 labels where run)', 'pretrained', 'seconds_classifier'),
+                               ('classifier, no pretraining (one seed; 1000 labels where run)', 'no_pretraining', 'seconds_classifier'),
                                ('in-domain tokens per LM epoch', 'in_domain_lm', 'lm_tokens_per_epoch'), ('torch threads', 'no_pretraining', 'threads')]:
         rows.append(f'| {what} | ' + ' | '.join(first(l, setting, key) for l in langs) + ' |')
     atomic_write_text(out, '\n'.join(rows) + '\n')
