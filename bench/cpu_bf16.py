@@ -19,7 +19,8 @@ from fastai.callback.core import Callback, CancelFitException
 from fastai.data.core import DataLoaders
 from fastai.text.data import LMDataLoader
 from multifit_fastai.core import atomic_write_json, atomic_write_text
-from multifit_fastai.learner import multifit_lm_learner, SIZES, text_dataloaders
+from multifit_fastai.presets import SIZES
+from multifit_fastai.learner import multifit_lm_learner, text_dataloaders
 from multifit_fastai.precision import set_precision, cpu_has_fast_bf16, cpu_bf16_flags
 
 HERE = Path(__file__).resolve().parent

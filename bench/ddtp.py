@@ -9,8 +9,10 @@ LMs are trained once, seed 0), on 1000 (train.csv) and 100 (train_100.csv) label
   * pretrained_task     the corpus LM fine-tuned on the 1000 task texts only (the in-domain lever switched off)
   * no_pretraining      the classifier from scratch (same tokenizer)
   * tfidf_lr            TF-IDF (char 1-4 + word 1-2) + logistic regression (deterministic: one run)
-With --min-steps-100 M, every MultiFiT setting is also trained at 100 labels with at least M optimizer steps
-(`<setting>+min_steps`). For --word-langs, the `pretrained` pipeline with a word-level tokenizer (paper Table 7):
+With --levers, the 100-label classifiers are also trained with each classifier-recipe lever (`<setting>+<lever>`;
+M = --min-steps-100): `min_steps` (at least M optimizer steps instead of --clas-epochs), `head` (M steps, after a
+frozen-encoder phase of M/2 steps instead of one epoch), `gradual` (M steps with ULMFiT's gradual unfreezing, one
+more layer group every M/8 steps); levers that only differ in the frozen phase run for pretrained settings only. For --word-langs, the `pretrained` pipeline with a word-level tokenizer (paper Table 7):
 texts segmented into words first (ja: janome, zh: jieba, others: words and punctuation marks), then a SentencePiece
 'word' model keeping the --vocab-sz most frequent words.
 
@@ -28,7 +30,7 @@ from pathlib import Path
 import pandas as pd, torch
 from multifit_fastai.pipeline import MultiFiT, tfidf_baseline, read_mldoc
 from multifit_fastai.core import read_lines, atomic_write_json, atomic_write_text
-from multifit_fastai.learner import load_package
+from multifit_fastai.package import load_package
 
 HERE = Path(__file__).resolve().parent
 LANGS = ['de', 'ja', 'zh', 'fr', 'es', 'it', 'ru', 'en']
@@ -37,6 +39,12 @@ SETTINGS = {'pretrained': 'MultiFiT: corpus pretraining + in-domain LM fine-tuni
             'pretrained_task': 'MultiFiT: corpus pretraining + fine-tuning on the task texts only',
             'no_pretraining': 'MultiFiT, no pretraining',
             'tfidf_lr': 'TF-IDF + LR'}
+LEVERS = {'min_steps': 'at least M steps', 'head': 'M steps after M/2 frozen-encoder steps', 'gradual': 'M steps, gradual unfreezing'}
+
+def lever_kwargs(lever: str, m: int) -> dict:
+    "Classifier preset fields of `lever` at `m` minimum steps"
+    return {'min_steps': dict(min_steps=m), 'head': dict(min_steps=m, head_steps=m // 2),
+            'gradual': dict(min_steps=m, unfreeze='gradual', head_steps=max(1, m // 8))}[lever]
 
 def du_mb(p) -> float: return round(sum(f.stat().st_size for f in Path(p).rglob('*') if f.is_file()) / 1e6, 1)
 
@@ -132,9 +140,9 @@ def classifier_run(a, res, key, exp, enc, train, va, name, seed, **kw):
     h = exp.history
     res.put(key, dict(accuracy=round(acc, 4), seconds_classifier=round(time.time() - t0, 1), seed=seed,
                       epochs=h.get(name, {}).get('epochs'), steps=h.get(name, {}).get('steps'),
-                      seconds_pretrain=h.get('pretrain', {}).get('seconds'), seconds_finetune=h.get('finetune', {}).get('seconds'),
-                      lm_valid_perplexity=h.get('finetune', {}).get('valid_perplexity'),
-                      lm_tokens_per_epoch=h.get('finetune', {}).get('tokens_per_epoch'),
+                      seconds_pretrain=h.get('pretrain', {}).get('seconds'), seconds_finetune=h.get('finetune_lm', h.get('finetune', {})).get('seconds'),
+                      lm_valid_perplexity=h.get('finetune_lm', h.get('finetune', {})).get('valid_perplexity'),
+                      lm_tokens_per_epoch=h.get('finetune_lm', h.get('finetune', {})).get('tokens_per_epoch'),
                       model_mb=du_mb(pkg_dir), threads=torch.get_num_threads(), **kw))
     shutil.rmtree(pkg_dir, ignore_errors=True)  # the accuracy is recorded; classifier packages are 20 MB each
 
@@ -146,7 +154,8 @@ def run_lang(a, res, lang, tokenization='subword'):
     label_sets = [(n, {1000: tr, 100: t100}[n]) for n in a.labels if tokenization == 'subword' or n == 1000]
     for n, train in label_sets:
         for setting, (exp, enc) in exps.items():
-            variants = [('', {})] + ([('+min_steps', dict(min_steps=a.min_steps_100))] if n == 100 and a.min_steps_100 else [])
+            levers = [l for l in (a.levers if n == 100 else []) if enc is not None or l == 'min_steps']
+            variants = [('', {})] + [(f'+{l}', lever_kwargs(l, a.min_steps_100)) for l in levers]
             for suffix, kw in variants:
                 for seed in a.seeds:
                     key = f'{lang}/{tokenization}/{setting}{suffix}/{n}/s{seed}'
@@ -186,11 +195,15 @@ def write_md(res, out):
             for name in names:
                 cells = [cell(runs, f'{l}/{tok}/{name}/{n}') for l in langs]
                 if any(cells):
-                    label = SETTINGS.get(name.split('+')[0], name) + (' + min. steps' if '+min_steps' in name else '') + (', word-level tokens' if tok == 'word' else '')
+                    base, _, lever = name.partition('+')
+                    label = SETTINGS.get(base, base) + (f' + {LEVERS.get(lever, lever)}' if lever else '') + (', word-level tokens' if tok == 'word' else '')
                     rows.append(f'| {label} | {n} | ' + ' | '.join(fmt(c) for c in cells) + ' |')
     levers = [('in-domain LM fine-tuning', 'pretrained', 'pretrained_task'), ('corpus pretraining', 'pretrained', 'in_domain_lm'),
               ('in-domain LM alone ("no wiki")', 'in_domain_lm', 'no_pretraining'), ('the whole MultiFiT LM', 'pretrained', 'no_pretraining'),
               ('MultiFiT vs TF-IDF + LR', 'pretrained', 'tfidf_lr'), ('"no wiki" vs TF-IDF + LR', 'in_domain_lm', 'tfidf_lr')]
+    levers += [(f'recipe: {LEVERS[lv]} (M={m.get("min_steps_100")})', f'{s}+{lv}', s) for s in SETTINGS for lv in LEVERS]
+    levers += [(f'{LEVERS[lv]} (M={m.get("min_steps_100")}): "no wiki" vs no pretraining', f'in_domain_lm+{lv}', 'no_pretraining+min_steps')
+               for lv in LEVERS] + [(f'{LEVERS[lv]}: "no wiki" vs TF-IDF + LR', f'in_domain_lm+{lv}', 'tfidf_lr') for lv in LEVERS]
     lever_rows = []
     for what, x, y in levers:
         for n in (1000, 100):
@@ -230,7 +243,8 @@ def main():
     ap.add_argument('--in-domain-epochs', type=int, default=3, help='epochs of the "no wiki" LM on the in-domain text')
     ap.add_argument('--task-finetune-epochs', type=int, default=2)
     ap.add_argument('--clas-epochs', type=int, default=6); ap.add_argument('--clas-bs', type=int, default=18)
-    ap.add_argument('--min-steps-100', type=int, default=0, help='also train the 100-label classifiers with at least this many steps')
+    ap.add_argument('--levers', nargs='*', default=[], choices=list(LEVERS), help='classifier-recipe levers measured at 100 labels')
+    ap.add_argument('--min-steps-100', type=int, default=200, help='M: the levers\' minimum number of optimizer steps')
     ap.add_argument('--lm-bs', type=int, default=32, help='LM batch size (paper: 50; small corpora need more steps)')
     ap.add_argument('--lm-lr', type=float, default=1e-2); ap.add_argument('--ft-lr', type=float, default=5e-3)
     ap.add_argument('--clas-lr', type=float, default=1e-2)
@@ -245,14 +259,14 @@ def main():
         a.max_lines, a.pretrain_epochs, a.finetune_epochs, a.in_domain_epochs, a.task_finetune_epochs = 1500, 1, 1, 1, 1
         a.clas_epochs, a.vocab_sz, a.max_unlabelled, a.work = 2, 3000, 300, a.work.with_name('ddtp_quick')
         a.seeds = a.seeds[:2]
-    from multifit_fastai.learner import SIZES
+    from multifit_fastai.presets import SIZES
     dims = SIZES.get(a.size, {}) if not a.quick else dict(emb_sz=64, n_hid=128, n_layers=2)
     meta = dict(machine=f'{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}',
                 date=str(date.today()), size=a.size if not a.quick else 'quick', dims=dims, vocab_sz=a.vocab_sz, max_lines=a.max_lines,
                 max_unlabelled=a.max_unlabelled, pretrain_epochs=a.pretrain_epochs, finetune_epochs=a.finetune_epochs,
                 in_domain_epochs=a.in_domain_epochs, task_finetune_epochs=a.task_finetune_epochs, clas_epochs=a.clas_epochs,
                 bptt=a.bptt, lm_bs=a.lm_bs, lm_lr=a.lm_lr, ft_lr=a.ft_lr, clas_bs=a.clas_bs, clas_lr=a.clas_lr,
-                clas_flat=a.clas_flat, seeds=a.seeds, epoch_valid=a.epoch_valid, min_steps_100=a.min_steps_100, precision=a.precision)
+                clas_flat=a.clas_flat, seeds=a.seeds, epoch_valid=a.epoch_valid, min_steps_100=a.min_steps_100, levers=a.levers, precision=a.precision)
     stem = 'ddtp_quick' if a.quick else ('mldoc' if a.mldoc else 'ddtp')
     res = Results(a.out/f'{stem}.json', meta)
     for lang in a.langs:

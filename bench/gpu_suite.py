@@ -444,7 +444,7 @@ def part_german(S, dl, a):
     # the pipeline fine-tunes in fp32, one epoch of the last layer group first, then `ft_ep` epochs
     ft_ep = max(1, plan_epochs(n_ft, lm_tokens_per_s(S, 'fp32'), 0.8 * (dl.left() - reserve), most=1 if tiny else 21) - 1)
     exp.finetune_lm(ft_texts, valid=list(d['valid'].text), epochs=ft_ep, **lm_kw)
-    h = exp.history['finetune']
+    h = exp.history['finetune_lm']
     S.put('german', 'finetune', dict(epochs=ft_ep, **{k: h.get(k) for k in ('seconds', 'steps', 'valid_perplexity', 'valid_accuracy')}))
     for n, split in (('1000', 'train'), ('100', 'train_100')):
         if not dl.ok(5 if tiny else 25): S.skip('german', f'classifier_{n}', 'the part budget is used up'); continue

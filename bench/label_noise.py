@@ -19,7 +19,7 @@ import numpy as np, pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from zero_shot import REPO, add_model_args, apply_quick, build_lm, Results, lm_settings, stratified_head, log, machine
 from multifit_fastai.bootstrap import perturb_labels, student_dataloaders, train_student, student_preset, student_predict, label_accuracy
-from multifit_fastai.learner import load_package
+from multifit_fastai.package import load_package
 
 NOISE = [0., 0.15, 0.3, 0.45, 0.6, 0.75]
 SETTINGS = ('pretrained', 'scratch')

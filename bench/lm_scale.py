@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from fastai.callback.core import Callback
 from multifit_fastai.pipeline import MultiFiT
-from multifit_fastai.learner import load_package
+from multifit_fastai.package import load_package
 from multifit_fastai.core import atomic_write_json, atomic_write_text, atomic_write_with
 from probe import ddtp_splits, probe_encoder, encoder_of
 

@@ -20,7 +20,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 from sklearn.pipeline import make_pipeline
 from fastai.text.all import get_language_model, masked_concat_pool
-from multifit_fastai.learner import load_package, ARCHS
+from multifit_fastai.presets import ARCHS
+from multifit_fastai.package import load_package
 from multifit_fastai.core import atomic_write_json, atomic_write_text
 
 HERE = Path(__file__).resolve().parent

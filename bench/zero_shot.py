@@ -19,7 +19,8 @@ import argparse, datetime as dt, hashlib, json, os, platform, sys, time
 from pathlib import Path
 import numpy as np, pandas as pd, torch
 from multifit_fastai.bootstrap import bootstrap, e5_teacher, tfidf_teacher, make_teacher
-from multifit_fastai.learner import multifit_lm_learner, text_dataloaders, save_pretrained, load_package
+from multifit_fastai.package import load_package
+from multifit_fastai.learner import multifit_lm_learner, text_dataloaders, save_pretrained
 from multifit_fastai.tokenizer import SPTokenizer
 from multifit_fastai.core import read_lines, atomic_write_json, atomic_write_text
 

@@ -13,6 +13,8 @@ from .precision import *
 from .qrnn import *
 from .models import *
 from .v1text import *
+from .presets import *
+from .package import *
 from .convert import *
 from .learner import *
 from .pipeline import *
@@ -21,8 +23,8 @@ from .corpus import *
 from .checkpoint import *
 from .distributed import *
 import sys as _sys
-_MODULES = ('core', 'data', 'tokenizer', 'losses', 'callbacks', 'precision', 'qrnn', 'models', 'v1text', 'convert', 'learner',
-            'pipeline', 'bootstrap', 'corpus', 'checkpoint', 'distributed')
+_MODULES = ('core', 'data', 'tokenizer', 'losses', 'callbacks', 'precision', 'qrnn', 'models', 'v1text', 'presets',
+            'package', 'convert', 'learner',             'pipeline', 'bootstrap', 'corpus', 'checkpoint', 'distributed')
 
 # `from fastai.text.all import *; from multifit_fastai import *` must not shadow fastai: names that clash with fastai's
 # (`one_hot`) or mean nothing at the top level (file-name and format constants) stay in their modules.

@@ -2,7 +2,7 @@
 
 # %% ../nbs/08_bootstrap.ipynb #625ded85
 from __future__ import annotations
-import argparse, hashlib, importlib, json, os, sys, time
+import argparse, hashlib, importlib, json, os, time
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np, pandas as pd, torch
@@ -15,8 +15,9 @@ from fastai.metrics import accuracy
 from fastai.torch_core import TensorBase
 from .core import atomic_write_bytes, atomic_write_json
 from .tokenizer import SPTokenizer, SPTextBlock, check_text
-from .learner import (MultiFiTPreset, MultiFiTPackage, MultiFiTLearner, multifit_preset, load_package,
-                                     multifit_classifier_learner, text_dataloaders, predict_texts, save_pretrained, SIZES)
+from .presets import MultiFiTPreset, multifit_preset, SIZES
+from .package import MultiFiTPackage, load_package, predict_texts
+from .learner import MultiFiTLearner, multifit_classifier_learner, text_dataloaders, save_pretrained
 from .losses import LabelSmoothingLoss, soft_accuracy
 
 # %% auto #0

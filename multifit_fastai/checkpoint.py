@@ -2,11 +2,12 @@
 
 # %% ../nbs/10_checkpoint.ipynb #cf261a52
 from __future__ import annotations
-import os, random
+import random
 from pathlib import Path
 import numpy as np, torch
 from fastcore.basics import noop
 from fastcore.foundation import L
+from fastai.torch_core import get_random_states, set_random_states
 from fastai.callback.core import Callback, CancelEpochException
 from fastai.torch_core import rank_distrib
 from .core import atomic_write_with
@@ -49,21 +50,22 @@ def load_checkpoint(path) -> dict:
     return st
 
 # %% ../nbs/10_checkpoint.ipynb #840b4a79
+_OLD_KEYS = dict(python='random_state', numpy='numpy_state', torch='torch_state', cuda='torch_cuda_state')  # checkpoints before fastai's names
+
 def rng_state() -> dict:
-    "The random states of Python, NumPy and torch (and CUDA when present), as tensors and plain values"
-    v, mt, pos = random.getstate()[0], *random.getstate()[1:]
-    npst = np.random.get_state()
-    st = {'python': [v, list(mt), pos], 'numpy': [npst[0], torch.from_numpy(npst[1].astype(np.int64)), *map(float, npst[2:])],
-          'torch': torch.get_rng_state()}
-    if torch.cuda.is_available(): st['cuda'] = torch.cuda.get_rng_state_all()
-    return st
+    "fastai's `get_random_states`, with Python's and NumPy's states as tensors and plain values (`weights_only`-safe)"
+    st = get_random_states()
+    (v, mt, pos), n = st['random_state'], st['numpy_state']
+    return {**st, 'random_state': [v, list(mt), pos], 'numpy_state': [n[0], torch.from_numpy(n[1].astype(np.int64)), *map(float, n[2:])]}
 
 def set_rng_state(st: dict):
-    "Restore the random states saved by `rng_state`"
-    v, mt, pos = st['python']; random.setstate((v, tuple(mt), pos))
-    n = st['numpy']; np.random.set_state((n[0], n[1].numpy().astype(np.uint32), int(n[2]), int(n[3]), float(n[4])))
-    torch.set_rng_state(st['torch'])
-    if 'cuda' in st and torch.cuda.is_available(): torch.cuda.set_rng_state_all(st['cuda'])
+    "Restore the random states saved by `rng_state` (with fastai's `set_random_states`)"
+    st = {_OLD_KEYS.get(k, k): v for k, v in st.items()}
+    (v, mt, pos), n = st['random_state'], st['numpy_state']
+    cudnn = torch.backends.cudnn
+    set_random_states(random_state=(v, tuple(mt), pos), numpy_state=(n[0], n[1].numpy().astype(np.uint32), int(n[2]), int(n[3]), float(n[4])),
+                      torch_state=st['torch_state'], torch_cuda_state=st.get('torch_cuda_state', []) if torch.cuda.is_available() else [],
+                      torch_deterministic=st.get('torch_deterministic', cudnn.deterministic), torch_benchmark=st.get('torch_benchmark', cudnn.benchmark))
 
 def unwrap_model(model): 
     "The model inside a `DistributedDataParallel`/`DataParallel` wrapper"

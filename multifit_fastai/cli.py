@@ -55,7 +55,7 @@ def resolve_model(path) -> Path:
     raise MultiFiTError(f'{p} is not a model directory (no config.json, and no classifier/ package inside)')
 
 def _load_clf(path):
-    from multifit_fastai.learner import load_package
+    from multifit_fastai.package import load_package
     pkg = load_package(resolve_model(path))
     if pkg.kind != 'classifier': raise MultiFiTError(f'{pkg.path} is a language model; evaluate/predict need a classifier')
     return pkg
@@ -76,7 +76,7 @@ def prediction_columns(pred: pd.DataFrame, taken) -> pd.DataFrame:
 
 def predict_job(model, src=None, text_cols=('text',), out=None, bs=32) -> pd.DataFrame:
     "Predict with a classifier package: CSV in (or stdin lines), CSV out (or stdout): the input columns, then predictions"
-    from multifit_fastai.pipeline import read_table, _read_csv
+    from multifit_fastai.data import read_table, _read_csv
     stdin = src is None or str(src) == '-'
     if not stdin: check_input_file(src, 'input file')
     if out: check_output_file(out, 'output CSV', inputs=[] if stdin else [src])
@@ -113,27 +113,14 @@ DEMO_SENTENCES = ['Ein schnelles Rennspiel mit Raumschiffen und vielen Levels',
 def demo(out='runs/demo', size='demo', pretrain_epochs=1, finetune_epochs=2, clas_epochs=6, overwrite=True):
     "MultiFiT's main job on the embedded German sample, with a TF-IDF baseline in the same run"
     from multifit_fastai.data import sample_data
-    from multifit_fastai.pipeline import MultiFiT, tfidf_baseline
+    from multifit_fastai.pipeline import MultiFiT
     import torch
     sd, t_all = sample_data(), time.time()
     _log(f'embedded German sample: {len(sd.train)} labelled train / {len(sd.valid)} valid descriptions, '
          f'corpus {sd.corpus_path.name}; torch threads {torch.get_num_threads()}')
     exp = MultiFiT(out, lang='de', size=size)
-    times = {}
-    def stage(name, f):
-        t0 = time.time(); r = f(); times[name] = time.time() - t0
-        _log(f'== {name}: {times[name]:.0f}s'); return r
-    corpus = sd.corpus()
-    stage('tokenizer', lambda: exp.train_tokenizer(corpus + list(sd.train.text), overwrite=overwrite))
-    small = size != 'paper'  # small data, few steps: see the note above
-    lm_kw = dict(bs=16, lr=1e-2) if small else {}
-    stage('pretrain LM', lambda: exp.pretrain_lm(corpus, epochs=pretrain_epochs, overwrite=overwrite, **lm_kw))
-    stage('fine-tune LM', lambda: exp.finetune_lm(list(sd.train.text), valid=list(sd.valid.text), epochs=finetune_epochs,
-                                                  overwrite=overwrite, **(dict(bs=16, lr=5e-3) if small else {})))
-    stage('classifier', lambda: exp.train_classifier(sd.train, valid=sd.valid, epochs=clas_epochs, overwrite=overwrite,
-                                                     **(dict(lr=1e-2, lr_low=None) if small else {})))
-    rep = stage('evaluate', lambda: exp.evaluate(sd.valid, confusion_png=Path(out)/'confusion.png'))
-    base = stage('TF-IDF baseline', lambda: tfidf_baseline(sd.train, sd.valid))
+    res = exp.main_job(sd.corpus(), sd.train, sd.valid, pretrain_epochs, finetune_epochs, clas_epochs, overwrite, log=_log)
+    rep, base, times = res['evaluation'], res['tfidf'], res['seconds']
     print(f'\nvalidation accuracy on {len(sd.valid)} German DDTP descriptions (8 topics):')
     print(f'  MultiFiT ({size} size)         {rep["accuracy"]:.3f}   macro-F1 {rep["macro_f1"]:.3f}')
     print(f'  TF-IDF + logistic regression  {base["accuracy"]:.3f}   macro-F1 {base["macro_f1"]:.3f}')
@@ -256,7 +243,8 @@ def _as_user_error(*types):
 def _exp(a, stage: str):
     "The experiment of `a`, after checking its folder, the stage's output package and the preset"
     from multifit_fastai.pipeline import MultiFiT, STAGE_DIRS
-    from multifit_fastai.learner import SIZES, check_package_dest
+    from multifit_fastai.presets import SIZES
+    from multifit_fastai.package import check_package_dest
     if a.size not in SIZES: raise MultiFiTError(f'unknown --size {a.size!r}; use one of {sorted(SIZES)}')
     check_output_dir(a.exp, 'experiment folder (--exp)')
     for s in ('tokenizer', stage):
@@ -264,15 +252,14 @@ def _exp(a, stage: str):
             raise MultiFiTError(f'{a.exp/STAGE_DIRS[s]} is a file, not a folder: move it away or choose another --exp')
     check_package_dest(a.exp/STAGE_DIRS[stage])
     exp = MultiFiT(a.exp, lang=a.lang, size=a.size, overrides=_parse_set(a.set), vocab_sz=getattr(a, 'vocab_sz', None))
-    kind = dict(pretrain='pretrain', finetune='finetune_lm', classifier='classifier')[stage]
-    exp.preset(kind, vocab_sz=exp.vocab_sz, **({} if a.epochs is None else dict(epochs=a.epochs)))  # raises on a bad field
+    exp.preset(stage, vocab_sz=exp.vocab_sz, **({} if a.epochs is None else dict(epochs=a.epochs)))  # raises on a bad field
     return exp
 
 def _inputs(files, what: str) -> list[Path]:
     return [check_input_file(f, what) for f in files]
 
 def _run(a):
-    from multifit_fastai.pipeline import read_table, is_csv
+    from multifit_fastai.data import read_table, is_csv
     if a.cmd == 'tokenizer':
         _inputs(a.inputs, 'input file')
         if a.valid: check_input_file(a.valid, 'validation file')
@@ -291,7 +278,7 @@ def _run(a):
             else: exp.pretrain_lm(files[0] if len(files) == 1 and is_csv(files[0]) else files, **kw)
     elif a.cmd == 'finetune':
         check_input_file(a.texts, 'texts file')
-        exp = _exp(a, 'finetune')
+        exp = _exp(a, 'finetune_lm')
         src = list(read_table(a.texts, a.text_col, None, 'texts', allow_empty=True).text) if is_csv(a.texts) else a.texts
         exp.finetune_lm(src, epochs=a.epochs, overwrite=a.overwrite)
     elif a.cmd == 'classify':
@@ -305,7 +292,7 @@ def _run(a):
         demo(a.out, a.size, a.pretrain_epochs, a.finetune_epochs, a.clas_epochs)
     elif a.cmd == 'convert':
         from multifit_fastai.convert import convert_multifit_v1, ConversionError
-        from multifit_fastai.learner import check_package_dest
+        from multifit_fastai.package import check_package_dest
         if not a.src.is_dir(): raise MultiFiTError(f'no model folder at {a.src} (it should hold lm_best.pth, itos.pkl and spm.model)')
         check_output_dir(a.out.parent, 'folder of the output package'); check_package_dest(a.out)
         with _as_user_error(ConversionError, FileNotFoundError): out = convert_multifit_v1(a.src, a.out, lang=a.lang)

@@ -2,18 +2,18 @@
 
 # %% ../nbs/05b_convert.ipynb #a34754c7
 from __future__ import annotations
-import hashlib, io, json, pickle, re, shutil, struct, tempfile, time, zipfile
+import hashlib, io, json, pickle, re, shutil, struct, tempfile, zipfile
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
-import torch, torch.nn as nn
+import torch
 from fastai.text.models.core import get_language_model
 import multifit_fastai
-from .core import atomic_write_json
 from .tokenizer import SPTokenizer, SPECIAL_TOKENS, UNK, PAD, UNK_ID, PAD_ID, TOK_CONFIG
 from .v1text import V1Text, V1_LAYOUTS, detect_v1_layout, v1_rows
 from .models import AWD_QRNN
-from .learner import MultiFiTPreset, multifit_preset, write_package, _sha256
+from .presets import multifit_preset
+from .package import write_package, _sha256
 
 # %% auto #0
 __all__ = ['pb_fields', 'pb_field', 'PieceType', 'TrainerField', 'SPPiece', 'sp_pieces', 'sp_trainer_spec', 'rewrite_sp_model',

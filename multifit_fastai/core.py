@@ -2,9 +2,9 @@
 
 # %% ../nbs/00a_core.ipynb #434f9e6b
 from __future__ import annotations
-import errno, gzip, io, json, os, shutil, stat, tempfile
+import gzip, io, json, os, shutil, stat, tempfile
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterator
 
 # %% auto #0
 __all__ = ['MultiFiTError', 'MissingColumnError', 'MissingFileError', 'OutputExistsError', 'remove_stale', 'new_file_mode',

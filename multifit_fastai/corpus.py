@@ -5,7 +5,6 @@ from __future__ import annotations
 import json, os, time
 from collections import deque
 from contextlib import closing
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 import numpy as np, torch
 from fastcore.xtras import round_multiple
@@ -14,7 +13,7 @@ from fastai.data.core import TfmdDL, DataLoaders
 from fastai.text.data import TensorText, LMTensorText
 from fasttransform import Pipeline
 from .core import atomic_write_json, read_lines
-from .tokenizer import SPTokenizer, BOS_ID, apply_rules, _worker_init, _mp_context
+from .tokenizer import SPTokenizer, BOS_ID, tokenizer_pool, worker_tokenizer
 
 # %% auto #0
 __all__ = ['META', 'IDS', 'OFFSETS', 'FORMAT', 'tokenize_corpus', 'TokenCorpus', 'CorpusDocs', 'MemmapLMDataLoader',
@@ -26,8 +25,7 @@ FORMAT = 'multifit-token-corpus'
 
 def _encode_chunk(tok: SPTokenizer, texts: list, n_threads: int = 1):
     "Flat ids (`xxbos` first in each text) and lengths of `texts`"
-    ids = tok.sp.encode([apply_rules(t, tok.rule_fns) for t in texts] if tok.rule_fns else texts,
-                        out_type=int, num_threads=n_threads)
+    ids = tok.encode_ids(texts, n_threads)  # the tokenizer's whole text pipeline (a converted model's too)
     lens = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids)) + 1
     flat = np.empty(int(lens.sum()), dtype=np.int64)
     starts = np.concatenate([[0], np.cumsum(lens)[:-1]])
@@ -36,9 +34,7 @@ def _encode_chunk(tok: SPTokenizer, texts: list, n_threads: int = 1):
     flat[mask] = np.fromiter((i for o in ids for i in o), dtype=np.int64, count=int(mask.sum()))
     return flat, lens
 
-def _worker_chunk(texts):
-    from multifit_fastai.tokenizer import _W
-    return _encode_chunk(_W['tok'], texts)
+def _worker_chunk(texts): return _encode_chunk(worker_tokenizer(), texts)
 
 def _chunks(files, chunk_lines: int):
     buf = []
@@ -52,8 +48,7 @@ def _encoded_chunks(tok, files, n_workers: int, chunk_lines: int):
     if n_workers <= 1:
         for c in _chunks(files, chunk_lines): yield _encode_chunk(tok, c)
         return
-    with ProcessPoolExecutor(n_workers, mp_context=_mp_context(), initializer=_worker_init,
-                             initargs=(tok.__getstate__(),)) as ex:
+    with tokenizer_pool(tok, n_workers) as ex:
         futs = deque()
         for c in _chunks(files, chunk_lines):
             futs.append(ex.submit(_worker_chunk, c))

@@ -2,13 +2,16 @@
 
 # %% ../nbs/00b_data.ipynb #02c08955
 from __future__ import annotations
-import gzip
+import bz2, gzip, lzma, os, zipfile
 from dataclasses import dataclass
 from pathlib import Path
-import pandas as pd
+import numpy as np, pandas as pd
+from fastcore.basics import listify
+from fastai.text.core import FLD
+from .core import read_lines, MultiFiTError, MissingColumnError, check_input_file, decode_utf8
 
 # %% auto #0
-__all__ = ['SampleData', 'sample_data']
+__all__ = ['CSV_SUFFIXES', 'SampleData', 'sample_data', 'join_fields', 'is_csv', 'read_table']
 
 # %% ../nbs/00b_data.ipynb #5cf84d04
 def _assets() -> Path:
@@ -30,16 +33,83 @@ class SampleData:
 
     def corpus(self, n: int | None = None) -> list[str]:
         "The first `n` (default all) non-empty corpus paragraphs"
-        out = []
-        with gzip.open(self.corpus_path, 'rt', encoding='utf-8') as f:
-            for line in f:
-                line = line.strip()
-                if line: out.append(line)
-                if n is not None and len(out) >= n: break
-        return out
+        return list(read_lines(self.corpus_path, max_lines=n))
 
 def sample_data() -> SampleData:
     "Load the German sample shipped with the package (no network, no `../shared`)"
     p = _assets()
     return SampleData(train=pd.read_csv(p/'de_train.csv'), valid=pd.read_csv(p/'de_valid.csv'),
                       corpus_path=p/'de_corpus.txt.gz')
+
+# %% ../nbs/00b_data.ipynb #2d140cc8
+def join_fields(df: pd.DataFrame, text_cols) -> pd.Series:
+    "One text per row: a single column as is, several joined with fastai's field markers `xxfld 1 ...`"
+    text_cols = listify(text_cols)
+    missing = [c for c in text_cols if c not in df.columns]
+    if missing: raise MissingColumnError(f'no column(s) {missing} (columns: {list(df.columns)}); name the text column(s) with --text-col / text_cols')
+    if len(text_cols) == 1: return df[text_cols[0]]
+    parts = [f'{FLD} {i + 1} ' + df[c].fillna('').astype(str) for i, c in enumerate(text_cols)]
+    out = parts[0]
+    for p in parts[1:]: out = out + ' ' + p
+    return out
+
+CSV_SUFFIXES = ('.csv', '.csv.gz', '.csv.bz2', '.csv.xz', '.csv.zip')
+
+def is_csv(path) -> bool:
+    "Whether `path` names a CSV file, plain or compressed"
+    return str(path).lower().endswith(CSV_SUFFIXES)
+
+def _raw_bytes(p: Path) -> bytes:
+    "The (decompressed) bytes of a CSV file"
+    opener = {'.gz': gzip.open, '.bz2': bz2.open, '.xz': lzma.open}.get(p.suffix.lower())
+    if opener:
+        with opener(p, 'rb') as f: return f.read()
+    if p.suffix.lower() == '.zip':
+        with zipfile.ZipFile(p) as z: return z.read(z.namelist()[0])
+    return p.read_bytes()
+
+def _read_csv(p: Path, what: str) -> pd.DataFrame:
+    "`pd.read_csv(p)` with one clear error for each way a file can be unreadable"
+    check_input_file(p, f'{what} file')
+    try: return pd.read_csv(p)
+    except pd.errors.EmptyDataError: raise MultiFiTError(f'{what}: {p} is empty') from None
+    except UnicodeDecodeError:
+        decode_utf8(_raw_bytes(p), f'{what} file {p}')
+        raise
+    except pd.errors.ParserError as e:
+        raise MultiFiTError(f'{what}: {p} is not a readable CSV ({str(e).strip().splitlines()[0]}); check its quoting') from None
+    except (OSError, EOFError, zipfile.BadZipFile, lzma.LZMAError) as e:
+        raise MultiFiTError(f'{what}: cannot read {p} ({type(e).__name__}: {e}); is it a complete, uncompressed or '
+                            '.gz/.bz2/.xz/.zip CSV?') from None
+
+def _rows(mask) -> str:
+    "The first few rows where `mask` holds, counted from 1"
+    r = list(np.flatnonzero(np.asarray(mask)) + 1)
+    return ', '.join(map(str, r[:5])) + (f' and {len(r) - 5} more' if len(r) > 5 else '')
+
+def _blank(s: pd.Series) -> np.ndarray: return (s.isna() | (s.astype(str).str.strip() == '')).to_numpy()
+
+def read_table(src,                   # DataFrame or CSV path (also .csv.gz/.bz2/.xz/.zip)
+               text_cols='text',      # one or several text columns
+               label_col: str | None = 'label', # label column (None: unlabelled)
+               what: str = 'data',    # what the table is, for messages
+               allow_empty: bool = False) -> pd.DataFrame: # drop rows without text instead of refusing them
+    "A DataFrame with a `text` column (and `label` if `label_col`) from a DataFrame or a CSV file"
+    if isinstance(src, (str, os.PathLike)): df, where = _read_csv(Path(src), what), f'{what} file {src}'
+    elif isinstance(src, pd.DataFrame): df, where = src, what
+    else: raise TypeError(f'{what}: expected a DataFrame or a CSV path, got {type(src).__name__}')
+    if len(df) == 0: raise MultiFiTError(f'{where}: no rows')
+    text = join_fields(df, text_cols)
+    empty = np.logical_and.reduce([_blank(df[c]) for c in listify(text_cols)])
+    if empty.any() and not allow_empty:
+        raise MultiFiTError(f'{where}: {int(empty.sum())} row(s) without text in {listify(text_cols)}: row {_rows(empty)} '
+                            '(1 = the first row after the header); fill in or delete those rows')
+    out = pd.DataFrame({'text': text.astype(str).values})
+    if label_col is not None:
+        if label_col not in df.columns:
+            raise MissingColumnError(f'{where}: no label column {label_col!r} (columns: {list(df.columns)}); name it with --label-col / label_col')
+        nolab = df[label_col].isna().to_numpy()
+        if nolab.any(): raise MultiFiTError(f'{where}: {int(nolab.sum())} row(s) without a label in {label_col!r}: row '
+                                            f'{_rows(nolab)} (1 = the first row after the header); fill in or delete those rows')
+        out['label'] = df[label_col].values
+    return out[~empty].reset_index(drop=True) if allow_empty else out

@@ -2,13 +2,11 @@
 
 # %% ../nbs/11_distributed.ipynb #7a946178
 from __future__ import annotations
-import os
 from contextlib import contextmanager
 import torch
 from fastai.torch_core import rank_distrib, num_distrib
 from fastai.callback.progress import ProgressCallback
 from .callbacks import EpochLines
-from fastai.data.core import DataLoaders
 
 # %% auto #0
 __all__ = ['world_size', 'is_distributed', 'is_main_process', 'init_distributed', 'barrier', 'broadcast_value', 'rank0_only',

@@ -2,199 +2,41 @@
 
 # %% ../nbs/05_learner.ipynb #3ced1ae3
 from __future__ import annotations
-import dataclasses, hashlib, json, math, os, shutil, stat, tempfile, time, warnings
-from dataclasses import dataclass, field, asdict
+import dataclasses
 from pathlib import Path
-import numpy as np, pandas as pd, torch, torch.nn as nn
-from fastcore.basics import store_attr, patch, ifnone, listify
+import pandas as pd, torch
+from fastcore.basics import patch, ifnone, listify
 from fastcore.meta import delegates
 from fastai.learner import Learner
 from fastai.callback.core import Callback
 from fastai.losses import CrossEntropyLossFlat
 from fastai.metrics import accuracy, Perplexity
 from fastai.callback.training import GradientClip
-from fastai.torch_core import to_detach, one_param, params
+from fastai.torch_core import one_param
 from fastai.data.core import DataLoaders
 from fastai.data.block import DataBlock, CategoryBlock, ColReader, ColSplitter
 from fastai.text.learner import TextLearner
 from fastai.text.models.core import get_language_model, get_text_classifier, _model_meta
-from fastai.text.models.awdlstm import AWD_LSTM
-from fastai.text.data import pad_chunk, TensorText
+from fastai.text.data import TensorText
 from fasttransform import Transform
-import multifit_fastai
-from .core import (atomic_write_json, atomic_write_bytes, MultiFiTError, MissingColumnError,
-                                  OutputExistsError, remove_stale, release_memory)
-from .tokenizer import SPTokenizer, SPTextBlock, PAD_ID, BOS_ID, UNK_ID
-from .models import AWD_QRNN
+from .core import MultiFiTError, release_memory
+from .data import read_table
+from .tokenizer import SPTokenizer, SPTextBlock, PAD_ID, UNK_ID, get_tokenizer
 from .losses import LabelSmoothingLoss
-from .callbacks import fit_cosine_one_cycle, discriminative_lrs, plain_progress
+from .presets import MultiFiTPreset, multifit_preset, SIZES, ARCHS
+from .package import load_package, write_package
+from .callbacks import fit_cosine_one_cycle, plain_progress, GradualUnfreezing
 
 # %% auto #0
-__all__ = ['STAGES', 'SIZES', 'ARCHS', 'PKG_FORMAT', 'PKG_VERSION', 'MAX_CONFIG_BYTES', 'MultiFiTPreset', 'multifit_preset',
-           'KeepLast', 'text_dataloaders', 'get_tokenizer', 'ReleaseMemory', 'MultiFiTLearner', 'MultiFiTLMLearner',
-           'multifit_lm_learner', 'chunk_len', 'multifit_classifier_learner', 'check_package_dest', 'write_package',
-           'save_pretrained', 'PackageError', 'MultiFiTPackage', 'load_package', 'predict_texts', 'from_pretrained']
-
-# %% ../nbs/05_learner.ipynb #bc19078c
-STAGES = ('pretrain', 'finetune_lm', 'classifier')
-SIZES = {'paper':     dict(emb_sz=400, n_hid=1550, n_layers=4, vocab_sz=15000),
-         'cpu-small': dict(emb_sz=400, n_hid=1152, n_layers=3, vocab_sz=8000),
-         'demo':      dict(emb_sz=256, n_hid=640, n_layers=3, vocab_sz=8000)}
-
-@dataclass
-class MultiFiTPreset:
-    "Every hyper-parameter of one MultiFiT training stage"
-    stage: str = 'classifier'       # 'pretrain', 'finetune_lm' or 'classifier'
-    size: str = 'paper'             # 'paper' or 'cpu-small' (or 'custom' once model sizes are overridden)
-    arch: str = 'AWD_QRNN'          # a registered fastai text arch: 'AWD_QRNN' or 'AWD_LSTM'
-    emb_sz: int = 400
-    n_hid: int = 1550
-    n_layers: int = 4
-    vocab_sz: int = 15000           # tokenizer size (the data's vocabulary decides the model's)
-    output_p: float = 0.25          # dropouts before `drop_mult`
-    hidden_p: float = 0.1
-    input_p: float = 0.2
-    embed_p: float = 0.02
-    weight_p: float = 0.15
-    zoneout: float = 0.
-    drop_mult: float = 0.5
-    bs: int = 18
-    bptt: int = 70
-    epochs: int = 4
-    lr: float = 2e-2                # learning rate of the top layer group
-    lr_low: float | None = 1e-2 / 2.6**4  # rate of the lowest group (a slice); None: the same rate everywhere
-    wd: float = 0.01
-    clip: float | None = 0.12       # gradient clipping (None: off)
-    alpha: float = 2.               # activation regularisation (AR)
-    beta: float = 1.                # temporal activation regularisation (TAR)
-    moms: tuple = (0.8, 0.7, 0.8)   # Adam beta1 at start, peak lr, end
-    div: float = 25.
-    div_final: float = 25e4
-    pct_start: float = 0.3
-    label_smoothing: float = 0.1    # classifier only
-    eps_per_class: bool = False     # True: eps / n_classes, as the released preset (the paper: flat eps)
-    first_epoch_last_group: bool = False  # LM fine-tuning: one epoch on the last layer group first
-    first_epoch_lr_mult: float = 10.
-    max_len: int = 1400             # classifier: tokens per document fed to the encoder (20 x bptt)
-    lin_ftrs: tuple = (50,)         # classifier head hidden sizes
-    seed: int | None = 42
-    min_steps: int = 0              # classifier: at least this many optimizer steps (more epochs for small label sets)
-
-    def __post_init__(self):
-        if self.stage not in STAGES: raise MultiFiTError(f'unknown stage {self.stage!r}; use one of {STAGES}')
-        if self.arch not in ARCHS: raise MultiFiTError(f'unknown arch {self.arch!r}; registered: {sorted(ARCHS)}')
-        for f in dataclasses.fields(self): setattr(self, f.name, _check_field(f.name, getattr(self, f.name), f.type))
-
-def _ge(lo): return (lambda v: v >= lo), f'>= {lo}'
-def _gt(lo): return (lambda v: v > lo), f'> {lo}'
-_UNIT = (lambda v: 0 <= v < 1), 'in [0, 1)'
-_RULES = {**dict.fromkeys(['emb_sz', 'n_hid', 'n_layers', 'bs', 'bptt', 'epochs', 'max_len'], _ge(1)), 'vocab_sz': _ge(8),
-          **dict.fromkeys(['output_p', 'hidden_p', 'input_p', 'embed_p', 'weight_p', 'zoneout', 'label_smoothing'], _UNIT),
-          **dict.fromkeys(['drop_mult', 'wd', 'alpha', 'beta', 'min_steps'], _ge(0)),
-          **dict.fromkeys(['lr', 'lr_low', 'clip', 'div', 'div_final', 'first_epoch_lr_mult'], _gt(0)),
-          'pct_start': ((lambda v: 0 <= v <= 1), 'in [0, 1]')}
-_KINDS = dict(int='an integer', float='a number', bool='true or false', str='a string', tuple='a list')
-
-def _typed(name: str, v, ann: str):
-    "`v` as the type of annotation `ann` ('int', 'float | None', ...), or a `MultiFiTError` naming field `name`"
-    kinds = [k.strip() for k in str(ann).split('|')]
-    if v is None and 'None' in kinds: return v
-    if 'bool' in kinds and isinstance(v, bool): return v
-    if 'int' in kinds and isinstance(v, int) and not isinstance(v, bool): return v
-    if 'float' in kinds and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v): return float(v)
-    if 'str' in kinds and isinstance(v, str): return v
-    if 'tuple' in kinds and isinstance(v, (list, tuple)): return tuple(v)
-    want = ' or '.join(_KINDS.get(k, 'null' if k == 'None' else k) for k in kinds)
-    raise MultiFiTError(f'preset field {name!r} must be {want}, got {v!r}')
-
-def _check_field(name: str, v, ann: str):
-    "Field `name` checked against its type and range"
-    v = _typed(name, v, ann)
-    ok, rng = _RULES.get(name, (None, None))
-    if v is not None and ok is not None and not ok(v):
-        raise MultiFiTError(f'preset field {name!r} must be {_KINDS[str(ann).split("|")[0].strip()]} {rng}, got {v!r}')
-    if name == 'moms' and not (len(v) == 3 and all(isinstance(m, (int, float)) and 0 <= m < 1 for m in v)):
-        raise MultiFiTError(f"preset field 'moms' must be 3 numbers in [0, 1) (start, peak-lr, end), got {list(v)}")
-    if name == 'lin_ftrs' and not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in v):
-        raise MultiFiTError(f"preset field 'lin_ftrs' must be a list of integers >= 1, got {list(v)}")
-    return v
-
-# %% ../nbs/05_learner.ipynb #2172bbab
-ARCHS = {'AWD_QRNN': AWD_QRNN, 'AWD_LSTM': AWD_LSTM}
-
-def _stage_defaults(stage: str) -> dict:
-    if stage == 'pretrain': return dict(drop_mult=0., lr=5e-3, lr_low=None, bs=50, epochs=10, clip=None, label_smoothing=0.)
-    if stage == 'finetune_lm': return dict(drop_mult=0.3, lr=1e-3, lr_low=None, bs=50, epochs=20, clip=None,
-                                           label_smoothing=0., first_epoch_last_group=True)
-    return dict(drop_mult=0.5, lr=2e-2, lr_low=1e-2 / 2.6**4, bs=18, epochs=4, clip=0.12, label_smoothing=0.1)
-
-def multifit_preset(stage: str = 'classifier', # 'pretrain', 'finetune_lm' or 'classifier'
-                    size: str = 'paper',       # 'paper' or 'cpu-small'
-                    **overrides) -> MultiFiTPreset:
-    "The paper's preset for `stage` (at `size`), with any field overridden"
-    if size not in SIZES and size != 'custom': raise MultiFiTError(f'unknown size {size!r}; use one of {sorted(SIZES)}')
-    kw = dict(stage=stage, size=size, **SIZES.get(size, SIZES['paper']), **_stage_defaults(stage))
-    bad = set(overrides) - {f.name for f in dataclasses.fields(MultiFiTPreset)}
-    if bad: raise MultiFiTError(f'unknown preset field(s) {sorted(bad)}; the fields are {[f.name for f in dataclasses.fields(MultiFiTPreset)]}')
-    kw.update(overrides)
-    base = SIZES.get(size, SIZES['paper'])
-    if any(k in overrides and overrides[k] != base[k] for k in base) and 'size' not in overrides:
-        kw['size'] = 'custom'
-    return MultiFiTPreset(**kw)
-
-# %% ../nbs/05_learner.ipynb #20da8761
-@patch
-def to_dict(self: MultiFiTPreset) -> dict: return asdict(self)
-
-@patch
-def save(self: MultiFiTPreset, path) -> Path:
-    "Write the preset as JSON (atomically)"
-    return atomic_write_json(path, self.to_dict())
-
-@patch(cls_method=True)
-def from_dict(cls: MultiFiTPreset, d: dict) -> MultiFiTPreset:
-    bad = set(d) - {f.name for f in dataclasses.fields(cls)}
-    if bad: raise MultiFiTError(f'unknown preset field(s) {sorted(bad)}')
-    return cls(**d)
-
-@patch(cls_method=True)
-def load(cls: MultiFiTPreset, path) -> MultiFiTPreset:
-    "Read a preset saved with `save`"
-    try: d = json.loads(Path(path).read_text(encoding='utf-8'))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e: raise MultiFiTError(f'corrupt preset file {path}: {e}') from None
-    if not isinstance(d, dict): raise MultiFiTError(f'corrupt preset file {path}: not a JSON object')
-    return cls.from_dict(d)
-
-@patch
-def replace(self: MultiFiTPreset, **kw) -> MultiFiTPreset:
-    "A copy with fields changed"
-    return type(self).from_dict({**self.to_dict(), **kw})
-
-@patch
-def model_config(self: MultiFiTPreset, lm: bool) -> dict:
-    "The fastai `config` dict of the encoder (dropouts before `drop_mult`)"
-    cfg = dict(_model_meta[ARCHS[self.arch]]['config_lm' if lm else 'config_clas'])
-    cfg.update(emb_sz=self.emb_sz, n_hid=self.n_hid, n_layers=self.n_layers, output_p=self.output_p,
-               hidden_p=self.hidden_p, input_p=self.input_p, embed_p=self.embed_p, weight_p=self.weight_p)
-    if self.arch == 'AWD_QRNN': cfg['zoneout'] = self.zoneout
-    return cfg
-
-@patch
-def lr_max(self: MultiFiTPreset):
-    "The `lr_max` for `fit_one_cycle`: a float, or a slice for discriminative rates"
-    return self.lr if self.lr_low is None else slice(self.lr_low, self.lr)
+__all__ = ['KeepLast', 'text_dataloaders', 'ReleaseMemory', 'MultiFiTLearner', 'MultiFiTLMLearner', 'multifit_lm_learner',
+           'chunk_len', 'multifit_classifier_learner', 'save_pretrained', 'from_pretrained']
 
 # %% ../nbs/05_learner.ipynb #df06cd7f
 def _check_df(df: pd.DataFrame, text_col: str, label_col: str | None = None, what: str = 'data'):
+    "Refuse a table `read_table` would refuse (LM text may have empty rows: they are only skipped)"
     if not isinstance(df, pd.DataFrame): raise TypeError(f'{what}: expected a pandas DataFrame, got {type(df).__name__}')
-    for c in [text_col] + ([label_col] if label_col else []):
-        if c not in df.columns: raise MissingColumnError(f'{what}: no column {c!r} (columns: {list(df.columns)})')
-    if len(df) == 0: raise MultiFiTError(f'{what}: no rows')
-    if df[text_col].isna().any():
-        raise MultiFiTError(f'{what}: {int(df[text_col].isna().sum())} missing value(s) in text column {text_col!r}')
-    if (df[text_col].astype(str).str.strip() == '').all(): raise MultiFiTError(f'{what}: text column {text_col!r} is empty')
-    if label_col and df[label_col].isna().any():
-        raise MultiFiTError(f'{what}: {int(df[label_col].isna().sum())} missing label(s) in column {label_col!r}')
+    if not len(read_table(df, text_col, label_col, what, allow_empty=label_col is None)):
+        raise MultiFiTError(f'{what}: text column {text_col!r} is empty')
 
 class KeepLast(Transform):
     "Keep the last `n` ids of a `TensorText` (what the classifier reads); anything else passes unchanged"
@@ -224,13 +66,6 @@ def text_dataloaders(tok: SPTokenizer,          # the tokenizer (of the LM you f
                    splitter=ColSplitter('_is_valid'), item_tfms=None if is_lm or max_len is None else KeepLast(max_len))
     return db.dataloaders(df, bs=bs, seq_len=seq_len, **kwargs) if is_lm else db.dataloaders(df, bs=bs, **kwargs)
 
-def get_tokenizer(dls: DataLoaders) -> SPTokenizer | None:
-    "The `SPTokenizer` inside `dls`, if any"
-    for tl in getattr(dls.train_ds, 'tls', [dls.train_ds]):
-        for t in getattr(getattr(tl, 'tfms', None), 'fs', []):
-            if isinstance(t, SPTokenizer): return t
-    return None
-
 # %% ../nbs/05_learner.ipynb #47d85fae
 class ReleaseMemory(Callback):
     "Keep memory flat in the number of steps: per-step losses as floats, the C heap's free pages returned to the OS"
@@ -248,6 +83,7 @@ class MultiFiTLearner(TextLearner):
     "A fastai `TextLearner` that carries a `MultiFiTPreset`"
     preset: MultiFiTPreset = None
     tokenizer: SPTokenizer | None = None
+    pretrained: Path | None = None    # the LM package the encoder came from (None: trained from scratch)
 
 @patch
 def fit_one_cycle(self: MultiFiTLearner,
@@ -262,15 +98,40 @@ def fit_one_cycle(self: MultiFiTLearner,
                          moms=ifnone(moms, p.moms), wd=ifnone(wd, p.wd), cbs=cbs, reset_opt=reset_opt,
                          start_epoch=start_epoch)
 
+def _epochs_for(learn, steps: int) -> int:
+    "Epochs of `learn.dls.train` that make at least `steps` optimizer steps"
+    return -(-steps // max(1, len(learn.dls.train)))
+
 @patch
 def fit_preset(self: MultiFiTLearner, epochs: int | None = None):
-    "Run the preset's recipe: (LM fine-tuning) one epoch of the last layer group at `first_epoch_lr_mult` x lr, then all"
+    "Run the preset's recipe for its stage (`epochs` overrides the preset's)"
     p = self.preset
-    if p.first_epoch_last_group:
+    if p.stage == 'classifier': return self.fit_classifier(epochs)
+    if p.first_epoch_last_group:  # LM fine-tuning: one epoch of the last layer group at `first_epoch_lr_mult` x lr
         self.freeze_to(-1)
         self.fit_one_cycle(1, p.lr * p.first_epoch_lr_mult)
     self.unfreeze()
     self.fit_one_cycle(ifnone(epochs, p.epochs))
+    return self
+
+@patch
+def fit_classifier(self: MultiFiTLearner, epochs: int | None = None):
+    "The classifier recipe: from an LM, a frozen-encoder (or gradual) phase first; at least `min_steps` steps in all"
+    p = self.preset
+    epochs = max(ifnone(epochs, p.epochs), _epochs_for(self, p.min_steps))
+    n_head = max(1, _epochs_for(self, p.head_steps))
+    mode = 'all' if self.pretrained is None else p.unfreeze
+    if mode == 'all': self.unfreeze(); self.fit_one_cycle(epochs)
+    elif mode == 'head':
+        self.freeze(); self.fit_one_cycle(n_head)
+        self.unfreeze(); self.fit_one_cycle(epochs)
+    else:  # ULMFiT's gradual unfreezing: one more layer group every `n_head` epochs, inside one cycle
+        self.freeze()
+        epochs = max(epochs, n_head * len(self.opt.param_lists))
+        self.fit_one_cycle(epochs, cbs=GradualUnfreezing(1, n_head))
+    self.unfreeze()
+    frozen = n_head if mode == 'head' else 0
+    self.recipe = dict(unfreeze=mode, frozen_epochs=frozen, epochs=frozen + epochs, steps=(frozen + epochs) * len(self.dls.train))
     return self
 
 class MultiFiTLMLearner(MultiFiTLearner):
@@ -361,8 +222,9 @@ def multifit_classifier_learner(dls: DataLoaders, # classification data (text + 
                                 metrics=None,     # default: accuracy
                                 **kwargs) -> MultiFiTLearner:
     "A MultiFiT classifier learner (concat-pooling head, label smoothing)"
-    if chunk_len(dls) and 'bptt' not in kwargs and not isinstance(preset, MultiFiTPreset) and not str(preset).endswith('.json'):
-        kwargs['bptt'] = chunk_len(dls)  # a stage or size preset takes the data's chunk size as its bptt
+    n = chunk_len(dls)
+    if n and 'bptt' not in kwargs and not isinstance(preset, MultiFiTPreset) and not str(preset).endswith('.json'):
+        kwargs['bptt'] = n  # a stage or size preset takes the data's chunk size as its bptt
     p, kwargs = _resolve_preset(preset, 'classifier', kwargs, pretrained)
     p, tok, cbs = _common(dls, p, arch, kwargs)
     _check_chunks(dls, p)  # chunk size = bptt, or short documents lose tokens
@@ -376,80 +238,10 @@ def multifit_classifier_learner(dls: DataLoaders, # classification data (text + 
     if pretrained is not None:
         load_package(pretrained).load_into(learn, encoder_only=True)
         learn.freeze()
+        learn.pretrained = Path(pretrained)
     return learn
 
-# %% ../nbs/05_learner.ipynb #9055d896
-PKG_FORMAT, PKG_VERSION = 'multifit_fastai.package', 1
-
-def _sha256(path, max_bytes: int | None = None) -> str:
-    "SHA-256 of the file `path`, reading at most `max_bytes` (+1: a longer file gets another digest)"
-    h, left = hashlib.sha256(), (1 << 62) if max_bytes is None else max_bytes + 1
-    with open(path, 'rb') as f:
-        while left > 0 and (b := f.read(min(1 << 20, left))): h.update(b); left -= len(b)
-    return h.hexdigest()
-
-def check_package_dest(path) -> Path:
-    "Raise a `MultiFiTError` unless a package can be written at `path`: new, empty, or an old package"
-    path = Path(path)
-    if path.is_symlink() or (path.exists() and not path.is_dir()):
-        raise OutputExistsError(f'{path} exists and is not a folder: move it away or choose another output folder')
-    if path.is_dir() and not (path/'config.json').is_file() and any(path.iterdir()):
-        raise OutputExistsError(f'{path} exists and is not a model package: refusing to replace it; move it away or '
-                            'choose another output folder')
-    return path
-
-def _replace_dir(tmp: Path, dest: Path):
-    "Move the complete directory `tmp` to `dest`, replacing an old `dest` only after"
-    old = None
-    if dest.exists():
-        check_package_dest(dest)
-        old = dest.with_name(f'.{dest.name}.old-{os.getpid()}')
-        os.replace(dest, old)
-    os.replace(tmp, dest)
-    if old is not None: shutil.rmtree(old, ignore_errors=True)
-
-def _umask() -> int:
-    m = os.umask(0); os.umask(m); return m
-
-def _cpu_state(model: nn.Module) -> dict:
-    "The state dict on the CPU, tied tensors (embedding, embedding dropout, decoder) kept as one shared tensor"
-    seen, out = {}, {}
-    for k, v in model.state_dict().items():
-        key = (v.data_ptr(), v.dtype, tuple(v.shape), tuple(v.stride()), str(v.device))
-        if key not in seen: seen[key] = v.detach().cpu().clone()
-        out[k] = seen[key]
-    return out
-
-def write_package(model: nn.Module,       # an AWD LM (`get_language_model`) or classifier
-                  tok: SPTokenizer,       # the tokenizer of the model's vocabulary
-                  preset: MultiFiTPreset, # the preset recorded with the model (its sizes must be the model's)
-                  path,                   # package directory to write (replaced atomically)
-                  labels: list | None = None, # class labels of a classifier; None: a language model
-                  **extra) -> Path:       # more entries for `config.json`
-    "Write a model package directory from a model, its tokenizer and preset"
-    path, is_lm, p = check_package_dest(path), labels is None, preset
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for stale in ('tmp', 'old'): remove_stale(path.parent, f'.{path.name}.{stale}-')  # left by killed writers
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f'.{path.name}.tmp-{os.getpid()}-'))
-    try:
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it 0700: give it a folder's usual mode
-        torch.save(_cpu_state(model), tmp/'model.pth')
-        tok.save(tmp/'tokenizer')
-        atomic_write_json(tmp/'vocab.json', tok.vocab)
-        p.save(tmp/'preset.json')
-        cfg = dict(format=PKG_FORMAT, format_version=PKG_VERSION, kind='lm' if is_lm else 'classifier', arch=p.arch,
-                   model_config=p.model_config(lm=is_lm), drop_mult=p.drop_mult, vocab_sz=len(tok),
-                   n_class=None if is_lm else len(labels), labels=None if is_lm else [str(o) for o in labels],
-                   bptt=p.bptt, max_len=p.max_len, lin_ftrs=list(p.lin_ftrs), tokenizer_fingerprint=tok.fingerprint,
-                   model_sha256=_sha256(tmp/'model.pth'), model_bytes=(tmp/'model.pth').stat().st_size, library_version=multifit_fastai.__version__,
-                   created=time.strftime('%Y-%m-%dT%H:%M:%S'), **extra)
-        atomic_write_json(tmp/'config.json', cfg)
-        _replace_dir(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return path
-
+# %% ../nbs/05_learner.ipynb #e61f1194
 def save_pretrained(learn: MultiFiTLearner, path) -> Path:
     "Save `learn`'s model, tokenizer, vocab, config, preset and labels as a package directory `path`"
     tok = getattr(learn, 'tokenizer', None) or get_tokenizer(learn.dls)
@@ -458,198 +250,6 @@ def save_pretrained(learn: MultiFiTLearner, path) -> Path:
     if p is None: raise ValueError('the learner has no preset: build it with multifit_lm_learner/multifit_classifier_learner')
     labels = None if isinstance(learn, MultiFiTLMLearner) else list(learn.dls.vocab[1])
     return write_package(learn.model, tok, p, path, labels)
-
-MultiFiTLearner.save_pretrained = save_pretrained
-
-# %% ../nbs/05_learner.ipynb #26621322
-class PackageError(MultiFiTError):
-    "A model package that is missing, corrupt, unsafe, or does not fit"
-
-class MultiFiTPackage:
-    "A loaded model package: config, preset, tokenizer and state dict"
-    def __init__(self, path, config, preset, tokenizer, state):
-        store_attr()
-    @property
-    def kind(self) -> str: return self.config['kind']
-    @property
-    def labels(self): return self.config.get('labels')
-    def __repr__(self):
-        c = self.config
-        return (f"MultiFiTPackage({str(self.path)!r}, kind={c['kind']}, arch={c['arch']}, emb_sz={c['model_config']['emb_sz']}, "
-                f"n_hid={c['model_config']['n_hid']}, n_layers={c['model_config']['n_layers']}, vocab_sz={c['vocab_sz']}, "
-                f"labels={c.get('labels')})")
-
-MAX_CONFIG_BYTES = 1 << 20
-
-def _check_files(path: Path):
-    "Every entry of the package is a regular file or folder, and a link points inside the package"
-    root = path.resolve()
-    for d, dirs, files in os.walk(path):  # links to folders are listed, not followed
-        for name in dirs + files:
-            p = Path(d)/name
-            if p.is_symlink() and not p.resolve().is_relative_to(root):
-                raise PackageError(f'{p} is a link to {p.resolve()}, outside the package: refusing to follow it '
-                                   '(copy the file into the package instead)')
-            try: mode = os.stat(p).st_mode
-            except OSError as e: raise PackageError(f'cannot read {p}: {e.strerror}') from None
-            if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
-                raise PackageError(f'{p} is not a regular file (a device, pipe or socket): refusing to read it')
-
-def _is_int(v, lo=1) -> bool: return isinstance(v, int) and not isinstance(v, bool) and v >= lo
-
-def _check_config(path: Path, c) -> dict:
-    "The fields of a package config that shape the model, each of the right type"
-    f = path/'config.json'
-    if not isinstance(c, dict): raise PackageError(f'{f} is not a JSON object')
-    if c.get('format') != PKG_FORMAT: raise PackageError(f'{f} is not a multifit_fastai package config')
-    if not isinstance(c.get('format_version', 0), int) or c.get('format_version', 0) > PKG_VERSION:
-        raise PackageError(f'{path} was written by a newer multifit_fastai (package format {c.get("format_version")})')
-    mc, bad = c.get('model_config'), []
-    if c.get('kind') not in ('lm', 'classifier'): bad.append(f"kind {c.get('kind')!r} (lm or classifier)")
-    if c.get('arch') not in ARCHS: bad.append(f"arch {c.get('arch')!r} (one of {sorted(ARCHS)})")
-    if not isinstance(mc, dict): bad.append('model_config (a JSON object)'); mc = {}
-    bad += [f'model_config.{k} {mc.get(k)!r} (an integer >= 1)' for k in ('emb_sz', 'n_hid', 'n_layers') if not _is_int(mc.get(k))]
-    bad += [f'{k} {c.get(k)!r} (an integer >= 1)' for k in ('vocab_sz', 'bptt', 'max_len') if not _is_int(c.get(k))]
-    if c.get('kind') == 'classifier':
-        if not _is_int(c.get('n_class'), 2): bad.append(f"n_class {c.get('n_class')!r} (an integer >= 2)")
-        if not isinstance(c.get('labels'), list) or len(c['labels']) != c.get('n_class'):
-            bad.append(f"labels (a list of n_class={c.get('n_class')} names)")
-        if not isinstance(c.get('lin_ftrs'), list) or not all(_is_int(n) for n in c['lin_ftrs']):
-            bad.append(f"lin_ftrs {c.get('lin_ftrs')!r} (a list of integers >= 1)")
-    if 'model_bytes' in c and not _is_int(c['model_bytes'], 0): bad.append(f"model_bytes {c['model_bytes']!r}")
-    if bad: raise PackageError(f'{f} has invalid field(s): ' + '; '.join(bad))
-    return c
-
-def _build_model(c: dict) -> nn.Module:
-    "The (untrained) model a checked package config describes"
-    arch, mc = ARCHS[c['arch']], dict(c['model_config'])
-    if c['kind'] == 'lm': return get_language_model(arch, c['vocab_sz'], config=mc, drop_mult=c.get('drop_mult', 1.))
-    return get_text_classifier(arch, c['vocab_sz'], c['n_class'], seq_len=c['bptt'], config=mc, drop_mult=c.get('drop_mult', 1.),
-                               lin_ftrs=c['lin_ftrs'], max_len=c['max_len'], pad_idx=PAD_ID)
-
-def _check_state(path: Path, c: dict, state: dict):
-    "Name every key and shape of `state` that differs from the model `c` describes"
-    with torch.device('meta'): want = {k: tuple(v.shape) for k, v in _build_model(c).state_dict().items()}
-    have = {k: tuple(v.shape) for k, v in state.items()}
-    diff = [f'{k}: missing' for k in want if k not in have] + [f'{k}: not in the model' for k in have if k not in want]
-    diff += [f'{k}: shape {list(have[k])} in model.pth, {list(want[k])} from config.json' for k in want if k in have and have[k] != want[k]]
-    if diff:
-        more = f' (and {len(diff) - 12} more)' if len(diff) > 12 else ''
-        raise PackageError(f'{path/"model.pth"} does not fit {path/"config.json"} ({c["kind"]} {c["arch"]}, '
-                           f'emb_sz {c["model_config"]["emb_sz"]}, n_hid {c["model_config"]["n_hid"]}, n_layers '
-                           f'{c["model_config"]["n_layers"]}, vocab {c["vocab_sz"]}, n_class {c.get("n_class")}): '
-                           + '; '.join(diff[:12]) + more)
-
-def load_package(path) -> MultiFiTPackage:
-    "Load and check a package written by `save_pretrained`"
-    path = Path(path)
-    if not path.is_dir(): raise PackageError(f'no model package at {path}')
-    if not (path/'config.json').exists(): raise PackageError(f'{path} is not a model package: no config.json')
-    for f in ('model.pth', 'preset.json', 'tokenizer'):
-        if not (path/f).exists(): raise PackageError(f'incomplete model package {path}: {f} is missing')
-    _check_files(path)
-    if (path/'config.json').stat().st_size > MAX_CONFIG_BYTES: raise PackageError(f'{path/"config.json"} is too large for a package config')
-    try: cfg = json.loads((path/'config.json').read_text(encoding='utf-8'))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e: raise PackageError(f'corrupt {path/"config.json"}: {e}') from None
-    cfg, size = _check_config(path, cfg), (path/'model.pth').stat().st_size
-    if cfg.get('model_bytes', size) != size:
-        raise PackageError(f'corrupt model package: {path/"model.pth"} has {size:,} bytes, config.json records {cfg["model_bytes"]:,}')
-    if _sha256(path/'model.pth', size) != cfg.get('model_sha256'):
-        raise PackageError(f'corrupt model package: {path/"model.pth"} does not match the checksum in config.json')
-    try: state = torch.load(path/'model.pth', map_location='cpu', weights_only=True)
-    except Exception as e:
-        raise PackageError(f'refusing to load {path/"model.pth"}: it is not a plain state dict of tensors '
-                           f'(unsafe or corrupt pickle: {str(e).splitlines()[0][:200]})') from None
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise PackageError(f'{path/"model.pth"} is not a state dict of tensors')
-    _check_state(path, cfg, state)
-    try: tok = SPTokenizer.load(path/'tokenizer')
-    except (ValueError, FileNotFoundError) as e: raise PackageError(f'bad tokenizer in {path}: {e}') from None
-    if len(tok) != cfg['vocab_sz'] or tok.fingerprint != cfg.get('tokenizer_fingerprint'):
-        raise PackageError(f'{path}: the tokenizer does not match the model (vocab {len(tok)} vs {cfg["vocab_sz"]})')
-    try: preset = MultiFiTPreset.load(path/'preset.json')
-    except MultiFiTError as e: raise PackageError(f'bad preset in {path}: {e}') from None
-    return MultiFiTPackage(path, cfg, preset, tok, state)
-
-# %% ../nbs/05_learner.ipynb #214c5786
-def _encoder_of(model: nn.Module) -> nn.Module:
-    "The AWD encoder inside an LM (`model[0]`) or a classifier (`model[0].module`)"
-    enc = model[0]
-    return getattr(enc, 'module', enc)
-
-@patch
-def check_fits(self: MultiFiTPackage, learn: Learner):
-    "Raise a `PackageError` naming every difference between this package's encoder and `learn`'s"
-    enc, c = _encoder_of(learn.model), self.config
-    have = dict(arch=type(enc).__name__, emb_sz=enc.emb_sz, n_hid=enc.n_hid, n_layers=enc.n_layers,
-                vocab_sz=enc.encoder.num_embeddings)
-    want = dict(arch=c['arch'], emb_sz=c['model_config']['emb_sz'], n_hid=c['model_config']['n_hid'],
-                n_layers=c['model_config']['n_layers'], vocab_sz=c['vocab_sz'])
-    diff = [f'{k}: package {want[k]} vs learner {have[k]}' for k in want if want[k] != have[k]]
-    tok = getattr(learn, 'tokenizer', None) or get_tokenizer(learn.dls)
-    if tok is not None and tok.fingerprint != c.get('tokenizer_fingerprint'):
-        diff.append('tokenizer: the data was tokenized with a different tokenizer than the package\'s '
-                    '(build the DataLoaders with package.tokenizer)')
-    if diff: raise PackageError(f'the model package {self.path} does not fit this learner: ' + '; '.join(diff))
-
-@patch
-def load_into(self: MultiFiTPackage, learn: Learner, encoder_only: bool = True):
-    "Load this package's weights (only the encoder's, or all) into `learn`, after `check_fits`"
-    self.check_fits(learn)
-    if encoder_only:
-        prefix = '0.' if self.kind == 'lm' else '0.module.'
-        sd = {k[len(prefix):]: v for k, v in self.state.items() if k.startswith(prefix)}
-        _encoder_of(learn.model).load_state_dict(sd)
-    else:
-        if self.kind != 'lm' and isinstance(learn, MultiFiTLMLearner):
-            raise PackageError(f'{self.path} is a classifier package; a language model needs an LM package')
-        learn.model.load_state_dict(self.state)
-    learn.model.reset()
-    return learn
-
-# %% ../nbs/05_learner.ipynb #f67e9e6e
-@patch
-def model(self: MultiFiTPackage) -> nn.Module:
-    "Rebuild the model of this package and load its weights (eval mode, CPU)"
-    m = _build_model(self.config)
-    m.load_state_dict(self.state)
-    return m.eval()
-
-@torch.no_grad()
-def predict_texts(model: nn.Module, tok: SPTokenizer, texts, labels=None, bs: int = 32, bptt: int = 70,
-                  max_len: int | None = None # read only the last `max_len` ids of each text (what the classifier pools)
-                 ) -> pd.DataFrame:
-    "Class probabilities of a classifier `model` for `texts`, as a DataFrame (`label`, `probability`, one column per class)"
-    texts = list(texts)
-    if not texts: raise MultiFiTError('no texts to predict')
-    ids = tok.encode_batch(texts)
-    if max_len is not None: ids = [o[-max_len:] for o in ids]
-    order = np.argsort([-len(o) for o in ids], kind='stable')
-    probs = torch.empty(len(texts), model[-1].layers[-1][-1].out_features)
-    dev = one_param(model).device
-    for i in range(0, len(texts), bs):
-        idx = order[i:i + bs]
-        batch = [ids[j] for j in idx]
-        n = max(len(o) for o in batch)
-        # padded exactly as fastai's `Pad_Chunk` does in training: whole bptt chunks in front, the rest at the end,
-        # so every text starts on a chunk boundary and its result does not depend on the batch it is in
-        x = torch.stack([pad_chunk(o.as_subclass(torch.Tensor), pad_idx=PAD_ID, seq_len=bptt, pad_len=n) for o in batch])
-        model.reset()
-        out = model(x.to(dev))[0]
-        probs[torch.as_tensor(idx)] = torch.softmax(out.float(), -1).cpu()
-    labels = labels or [str(i) for i in range(probs.shape[1])]
-    df = pd.DataFrame(probs.numpy(), columns=labels)
-    df.insert(0, 'probability', probs.max(1).values.numpy())
-    df.insert(0, 'label', [labels[i] for i in probs.argmax(1).tolist()])
-    return df
-
-@patch
-def predict(self: MultiFiTPackage, texts, bs: int = 32) -> pd.DataFrame:
-    "Predict labels and probabilities for `texts` with this classifier package"
-    if self.kind != 'classifier': raise PackageError(f'{self.path} is a language model, not a classifier')
-    if not hasattr(self, '_model'): self._model = self.model()
-    return predict_texts(self._model, self.tokenizer, texts, self.labels, bs=bs, bptt=self.config['bptt'],
-                         max_len=self.config['max_len'])
 
 def from_pretrained(path, dls: DataLoaders | None = None, **kwargs):
     "A package's learner on `dls` (LM or classifier, weights loaded), or the `MultiFiTPackage` itself without `dls`"

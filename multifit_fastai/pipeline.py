@@ -2,16 +2,16 @@
 
 # %% ../nbs/06_pipeline.ipynb #cb7170f8
 from __future__ import annotations
-import bz2, gzip, itertools, json, lzma, os, random, time, zipfile
+import json, os, random, time
 from pathlib import Path
 import numpy as np, pandas as pd, torch
-from fastcore.basics import store_attr, ifnone, listify, patch_to
-from fastai.text.core import FLD
-from .core import (atomic_write_json, read_lines, MultiFiTError, MissingColumnError, check_input_file,
-                                  decode_utf8)
+from fastcore.basics import ifnone, listify, patch_to
+from .core import atomic_write_json, MultiFiTError, check_input_file
+from .data import read_table, is_csv
 from .tokenizer import SPTokenizer, iter_text_lines
-from .learner import (multifit_preset, MultiFiTPreset, text_dataloaders, multifit_lm_learner,
-                                     multifit_classifier_learner, save_pretrained, load_package, PackageError, SIZES)
+from .presets import multifit_preset, MultiFiTPreset, SIZES
+from .package import load_package
+from .learner import text_dataloaders, multifit_lm_learner, multifit_classifier_learner, save_pretrained
 from fastai.torch_core import rank_distrib, set_seed
 from .checkpoint import ResumableCheckpoint
 from .precision import set_precision
@@ -20,83 +20,10 @@ from .distributed import (data_parallel, init_distributed, rank0_only, broadcast
                                          is_distributed, world_size)
 
 # %% auto #0
-__all__ = ['CSV_SUFFIXES', 'STAGE_DIRS', 'TOKENIZER_LINES', 'join_fields', 'is_csv', 'read_table', 'read_texts', 'read_mldoc',
-           'classification_report_df', 'plot_confusion', 'MultiFiT', 'sample_lines', 'evaluate_package',
-           'tfidf_baseline']
+__all__ = ['STAGE_DIRS', 'TOKENIZER_LINES', 'read_texts', 'read_mldoc', 'classification_report_df', 'plot_confusion', 'MultiFiT',
+           'sample_lines', 'evaluate_package', 'tfidf_baseline']
 
 # %% ../nbs/06_pipeline.ipynb #f1ec8160
-def join_fields(df: pd.DataFrame, text_cols) -> pd.Series:
-    "One text per row: a single column as is, several joined with fastai's field markers `xxfld 1 ...`"
-    text_cols = listify(text_cols)
-    missing = [c for c in text_cols if c not in df.columns]
-    if missing: raise MissingColumnError(f'no column(s) {missing} (columns: {list(df.columns)}); name the text column(s) with --text-col / text_cols')
-    if len(text_cols) == 1: return df[text_cols[0]]
-    parts = [f'{FLD} {i + 1} ' + df[c].fillna('').astype(str) for i, c in enumerate(text_cols)]
-    out = parts[0]
-    for p in parts[1:]: out = out + ' ' + p
-    return out
-
-CSV_SUFFIXES = ('.csv', '.csv.gz', '.csv.bz2', '.csv.xz', '.csv.zip')
-
-def is_csv(path) -> bool:
-    "Whether `path` names a CSV file, plain or compressed"
-    return str(path).lower().endswith(CSV_SUFFIXES)
-
-def _raw_bytes(p: Path) -> bytes:
-    "The (decompressed) bytes of a CSV file"
-    opener = {'.gz': gzip.open, '.bz2': bz2.open, '.xz': lzma.open}.get(p.suffix.lower())
-    if opener:
-        with opener(p, 'rb') as f: return f.read()
-    if p.suffix.lower() == '.zip':
-        with zipfile.ZipFile(p) as z: return z.read(z.namelist()[0])
-    return p.read_bytes()
-
-def _read_csv(p: Path, what: str) -> pd.DataFrame:
-    "`pd.read_csv(p)` with one clear error for each way a file can be unreadable"
-    check_input_file(p, f'{what} file')
-    try: return pd.read_csv(p)
-    except pd.errors.EmptyDataError: raise MultiFiTError(f'{what}: {p} is empty') from None
-    except UnicodeDecodeError:
-        decode_utf8(_raw_bytes(p), f'{what} file {p}')
-        raise
-    except pd.errors.ParserError as e:
-        raise MultiFiTError(f'{what}: {p} is not a readable CSV ({str(e).strip().splitlines()[0]}); check its quoting') from None
-    except (OSError, EOFError, zipfile.BadZipFile, lzma.LZMAError) as e:
-        raise MultiFiTError(f'{what}: cannot read {p} ({type(e).__name__}: {e}); is it a complete, uncompressed or '
-                            '.gz/.bz2/.xz/.zip CSV?') from None
-
-def _rows(mask) -> str:
-    "The first few rows where `mask` holds, counted from 1"
-    r = list(np.flatnonzero(np.asarray(mask)) + 1)
-    return ', '.join(map(str, r[:5])) + (f' and {len(r) - 5} more' if len(r) > 5 else '')
-
-def _blank(s: pd.Series) -> np.ndarray: return (s.isna() | (s.astype(str).str.strip() == '')).to_numpy()
-
-def read_table(src,                   # DataFrame or CSV path (also .csv.gz/.bz2/.xz/.zip)
-               text_cols='text',      # one or several text columns
-               label_col: str | None = 'label', # label column (None: unlabelled)
-               what: str = 'data',    # what the table is, for messages
-               allow_empty: bool = False) -> pd.DataFrame: # drop rows without text instead of refusing them
-    "A DataFrame with a `text` column (and `label` if `label_col`) from a DataFrame or a CSV file"
-    if isinstance(src, (str, os.PathLike)): df, where = _read_csv(Path(src), what), f'{what} file {src}'
-    elif isinstance(src, pd.DataFrame): df, where = src, what
-    else: raise TypeError(f'{what}: expected a DataFrame or a CSV path, got {type(src).__name__}')
-    if len(df) == 0: raise MultiFiTError(f'{where}: no rows')
-    text = join_fields(df, text_cols)
-    empty = np.logical_and.reduce([_blank(df[c]) for c in listify(text_cols)])
-    if empty.any() and not allow_empty:
-        raise MultiFiTError(f'{where}: {int(empty.sum())} row(s) without text in {listify(text_cols)}: row {_rows(empty)} '
-                            '(1 = the first row after the header); fill in or delete those rows')
-    out = pd.DataFrame({'text': text.astype(str).values})
-    if label_col is not None:
-        if label_col not in df.columns:
-            raise MissingColumnError(f'{where}: no label column {label_col!r} (columns: {list(df.columns)}); name it with --label-col / label_col')
-        nolab = df[label_col].isna().to_numpy()
-        if nolab.any(): raise MultiFiTError(f'{where}: {int(nolab.sum())} row(s) without a label in {label_col!r}: row '
-                                            f'{_rows(nolab)} (1 = the first row after the header); fill in or delete those rows')
-        out['label'] = df[label_col].values
-    return out[~empty].reset_index(drop=True) if allow_empty else out
-
 def read_texts(src) -> list[str]:
     "Texts from a list of strings, a DataFrame or a CSV (its `text` column), or text/.gz files (one text per line)"
     if isinstance(src, pd.DataFrame) or (isinstance(src, (str, os.PathLike)) and is_csv(src)):
@@ -118,33 +45,30 @@ def read_mldoc(path) -> pd.DataFrame:
 
 # %% ../nbs/06_pipeline.ipynb #677137d9
 def classification_report_df(y_true, y_pred, labels) -> dict:
-    "Accuracy, macro-F1, per-class precision/recall/F1/support and the confusion matrix"
-    from sklearn.metrics import precision_recall_fscore_support, confusion_matrix, accuracy_score, f1_score
-    p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
-    per_class = pd.DataFrame({'precision': p, 'recall': r, 'f1': f, 'support': s}, index=labels)
-    return dict(accuracy=float(accuracy_score(y_true, y_pred)),
-                macro_f1=float(f1_score(y_true, y_pred, labels=labels, average='macro', zero_division=0)),
-                per_class=per_class, confusion=pd.DataFrame(confusion_matrix(y_true, y_pred, labels=labels),
-                                                            index=labels, columns=labels))
+    "Accuracy, macro-F1, per-class precision/recall/F1/support and the confusion matrix (scikit-learn's)"
+    from sklearn.metrics import classification_report, confusion_matrix, accuracy_score
+    rep = classification_report(y_true, y_pred, labels=labels, output_dict=True, zero_division=0)
+    per_class = pd.DataFrame([rep[l] for l in labels], index=labels).rename(columns={'f1-score': 'f1'})
+    return dict(accuracy=float(accuracy_score(y_true, y_pred)), macro_f1=float(rep['macro avg']['f1-score']),
+                per_class=per_class[['precision', 'recall', 'f1']].assign(support=per_class.support.astype(int)),
+                confusion=pd.DataFrame(confusion_matrix(y_true, y_pred, labels=labels), index=labels, columns=labels))
 
 def plot_confusion(confusion: pd.DataFrame, path, title: str = 'confusion matrix') -> Path:
-    "Save a confusion-matrix PNG (atomically)"
+    "Save a confusion-matrix PNG (scikit-learn's `ConfusionMatrixDisplay`, written atomically)"
     import matplotlib; matplotlib.use('Agg')
     import matplotlib.pyplot as plt, io
+    from sklearn.metrics import ConfusionMatrixDisplay
     from multifit_fastai.core import atomic_write_bytes
     n = len(confusion)
     fig, ax = plt.subplots(figsize=(1 + 0.6 * n, 1 + 0.6 * n))
-    ax.imshow(confusion.values, cmap='Blues')
-    ax.set_xticks(range(n), confusion.columns, rotation=90); ax.set_yticks(range(n), confusion.index)
-    for i in range(n):
-        for j in range(n): ax.text(j, i, int(confusion.values[i, j]), ha='center', va='center', fontsize=8)
+    ConfusionMatrixDisplay(confusion.values, display_labels=list(confusion.index)).plot(ax=ax, cmap='Blues', colorbar=False, xticks_rotation=90)
     ax.set_xlabel('predicted'); ax.set_ylabel('actual'); ax.set_title(title)
     fig.tight_layout()
     buf = io.BytesIO(); fig.savefig(buf, format='png', dpi=100); plt.close(fig)
     return atomic_write_bytes(path, buf.getvalue())
 
 # %% ../nbs/06_pipeline.ipynb #d7a0b7bd
-STAGE_DIRS = dict(tokenizer='tokenizer', pretrain='lm_pretrained', finetune='lm_finetuned', classifier='classifier')
+STAGE_DIRS = dict(tokenizer='tokenizer', pretrain='lm_pretrained', finetune_lm='lm_finetuned', classifier='classifier')  # the preset stages' names
 
 class MultiFiT:
     "A MultiFiT experiment in directory `path`: tokenizer, LM pretraining, LM fine-tuning, classifier"
@@ -222,7 +146,7 @@ def _loss_curve(losses, max_points: int = 1000) -> list:
 def _ckpt_path(self, stage: str) -> Path: return self.path/'checkpoints'/f'{stage}.pth'
 
 def _lm_preset(self, stage, epochs, bs, preset_kw, resume):
-    p = self.preset('pretrain' if stage == 'pretrain' else 'finetune_lm', **preset_kw)
+    p = self.preset(stage, **preset_kw)
     if epochs is not None: p = p.replace(epochs=epochs)
     if bs is not None: p = p.replace(bs=bs)
     ck = _ckpt_path(self, stage)
@@ -242,7 +166,7 @@ def _fit_lm(self, stage, make_dls, epochs, pretrained, preset_kw, bs=None, save_
     if stage == 'pretrain': cbs = [ResumableCheckpoint(_ckpt_path(self, stage), every=save_every, resume=resume)] + cbs
     t0 = time.time()
     with data_parallel(learn):
-        learn.fit_preset() if stage == 'finetune' else learn.fit_one_cycle(cbs=cbs)
+        learn.fit_preset() if stage == 'finetune_lm' else learn.fit_one_cycle(cbs=cbs)
     secs = time.time() - t0
     loss, acc, ppl = map(float, learn.recorder.values[-1][1:4])
     rank0_only(save_pretrained, learn, self.stage_path(stage))
@@ -319,19 +243,20 @@ def finetune_lm(self,
                 precision: str = 'fp32',      # fp32, bf16 (GPU or a CPU with native bf16) or fp16 (GPU)
                 **preset_kw) -> Path:
     "Fine-tune the LM (from `lm_pretrained/` if present) on in-domain texts (unlabelled task documents) -> `lm_finetuned/`"
-    if (self.stage_path('finetune')/'config.json').is_file() and not overwrite:
-        self._log(f'finetune: using {self.stage_path("finetune")}'); return self.stage_path('finetune')
+    if (self.stage_path('finetune_lm')/'config.json').is_file() and not overwrite:
+        self._log(f'finetune_lm: using {self.stage_path("finetune_lm")}'); return self.stage_path('finetune_lm')
     if is_distributed(): raise ValueError('fine-tune the LM in a single process (task texts are small); only pretrain and classify run data-parallel')
     texts = read_texts(texts)
     if not (self.stage_path('tokenizer')/'tokenizer.json').is_file(): self.train_tokenizer(texts)
     pre = self.stage_path('pretrain')
     pre = pre if (pre/'config.json').is_file() else None
     if pre is None: self._log('finetune: no pretrained LM in this experiment, starting from scratch')
-    return _fit_lm(self, 'finetune', _text_dls(self, texts, None if valid is None else read_texts(valid)), epochs, pre, preset_kw,
+    return _fit_lm(self, 'finetune_lm', _text_dls(self, texts, None if valid is None else read_texts(valid)), epochs, pre, preset_kw,
                    precision=precision)
 
 # %% ../nbs/06_pipeline.ipynb #c7da69be
 def _stratified_split(df: pd.DataFrame, pct: float, seed: int):
+    "`pct` of each class for validation; not sklearn's `train_test_split(stratify=)`, which refuses a class with one example"
     rng = np.random.RandomState(seed)
     valid_idx = []
     for _, g in df.groupby('label'):
@@ -343,7 +268,7 @@ def _stratified_split(df: pd.DataFrame, pct: float, seed: int):
 @patch_to(MultiFiT)
 def encoder_source(self) -> Path | None:
     "The LM package the classifier starts from: fine-tuned, else pretrained, else None"
-    for s in ('finetune', 'pretrain'):
+    for s in ('finetune_lm', 'pretrain'):
         if (self.stage_path(s)/'config.json').is_file(): return self.stage_path(s)
     return None
 
@@ -364,17 +289,12 @@ def train_classifier(self, df, valid=None, epochs: int | None = None, text_cols=
     src = self.encoder_source() if encoder == 'auto' else encoder  # None: no pretrained encoder
     if src is None: self._log(f'{name}: no language model, training from scratch')
     learn = set_precision(multifit_classifier_learner(dls, preset=p, pretrained=src), precision)
-    epochs = max(p.epochs, -(-p.min_steps // max(1, len(dls.train))))  # at least `min_steps` optimizer steps
     t0 = time.time()
-    with data_parallel(learn):
-        if src is not None:  # paper: one epoch of the head first, then everything
-            learn.freeze(); learn.fit_one_cycle(1)
-            learn.unfreeze()
-        learn.fit_one_cycle(epochs)
-    secs = time.time() - t0
+    with data_parallel(learn): learn.fit_preset()  # the one classifier recipe (frozen phase, min_steps, ...)
+    secs, epochs = time.time() - t0, learn.recipe['epochs']
     loss, acc = map(float, learn.recorder.values[-1][1:3])
     rank0_only(save_pretrained, learn, out)
-    self._record(name, seconds=round(secs, 1), epochs=epochs, steps=int(learn.train_iter), valid_accuracy=acc, valid_loss=loss, processes=world_size(),
+    self._record(name, seconds=round(secs, 1), epochs=epochs, steps=learn.recipe['steps'], unfreeze=learn.recipe['unfreeze'], valid_accuracy=acc, valid_loss=loss, processes=world_size(),
                  train_docs=len(train), valid_docs=len(valid), from_package=str(src) if src else None)
     self._log(f'{name}: {epochs} epochs in {secs:.0f}s, valid accuracy {acc:.3f}')
     return out
@@ -423,3 +343,24 @@ def tfidf_baseline(train: pd.DataFrame, valid: pd.DataFrame, C: float = 10.) -> 
     labels = sorted(set(train.label.astype(str)))
     rep = classification_report_df(valid.label.astype(str).tolist(), list(pred), labels)
     return dict(accuracy=rep['accuracy'], macro_f1=rep['macro_f1'], seconds=round(time.time() - t0, 1), model=clf)
+
+# %% ../nbs/06_pipeline.ipynb #4f2390d5
+@patch_to(MultiFiT)
+def main_job(self, corpus, train, valid,   # unlabelled texts; labelled train and valid tables
+             pretrain_epochs: int = 1, finetune_epochs: int = 2, clas_epochs: int = 6, overwrite: bool = False,
+             log=print) -> dict:
+    "MultiFiT's main job: tokenizer, LM pretraining on `corpus`, LM fine-tuning on the task's texts, classifier, evaluation, TF-IDF"
+    times, small = {}, self.size != 'paper'  # small models on little data need more, larger steps
+    def stage(name, f):
+        t0 = time.time(); r = f(); times[name] = time.time() - t0
+        log(f'== {name}: {times[name]:.0f}s'); return r
+    train, valid = read_table(train, what='train'), read_table(valid, what='valid')
+    stage('tokenizer', lambda: self.train_tokenizer(list(corpus) + list(train.text), overwrite=overwrite))
+    stage('pretrain LM', lambda: self.pretrain_lm(list(corpus), epochs=pretrain_epochs, overwrite=overwrite, **(dict(bs=16, lr=1e-2) if small else {})))
+    stage('fine-tune LM', lambda: self.finetune_lm(list(train.text), valid=list(valid.text), epochs=finetune_epochs,
+                                                   overwrite=overwrite, **(dict(bs=16, lr=5e-3) if small else {})))
+    stage('classifier', lambda: self.train_classifier(train, valid=valid, epochs=clas_epochs, overwrite=overwrite,
+                                                      **(dict(lr=1e-2, lr_low=None) if small else {})))
+    rep = stage('evaluate', lambda: self.evaluate(valid, confusion_png=self.path/'confusion.png'))
+    base = stage('TF-IDF baseline', lambda: tfidf_baseline(train, valid))
+    return dict(evaluation=rep, tfidf=base, seconds=times)

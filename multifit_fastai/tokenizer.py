@@ -9,18 +9,19 @@ from collections.abc import Sequence
 from operator import eq
 import numpy as np, torch
 import sentencepiece as spm
-from fastcore.basics import store_attr, patch_to
+from fastcore.basics import patch_to
 from fastai.data.block import TransformBlock
 from fastai.text.core import (defaults, fix_html, replace_rep, replace_wrep, spec_add_spaces, rm_useless_spaces,
                               TK_MAJ, TK_UP, TK_REP, TK_WREP, BOS, EOS, UNK, PAD, FLD, TitledStr)
 from fastai.text.data import TensorText, LMDataLoader, SortedDL, Pad_Chunk, reverse_text
 from fasttransform import Transform
-from .core import atomic_write_bytes, atomic_write_json, open_text
+from .core import atomic_write_bytes, atomic_write_json, read_lines
 
 # %% auto #0
 __all__ = ['SPECIAL_TOKENS', 'UNK_ID', 'PAD_ID', 'BOS_ID', 'EOS_ID', 'CJK_LANGS', 'RULES', 'DEFAULT_RULES', 'TOK_CONFIG',
            'TOK_MODEL', 'TOK_FORMAT', 'replace_case', 'apply_rules', 'apply_rules_batch', 'check_text',
-           'iter_text_lines', 'SPTokenizer', 'EncodedTexts', 'SPTextBlock', 'tokenizer_stats']
+           'iter_text_lines', 'SPTokenizer', 'EncodedTexts', 'tokenizer_pool', 'worker_tokenizer', 'SPTextBlock',
+           'get_tokenizer', 'tokenizer_stats']
 
 # %% ../nbs/00_tokenizer.ipynb #d50b02ce
 SPECIAL_TOKENS = list(defaults.text_spec_tok)  # xxunk xxpad xxbos xxeos xxfld xxrep xxwrep xxup xxmaj
@@ -216,10 +217,7 @@ def iter_text_lines(texts_or_files):
     "Yield stripped non-empty lines from texts and/or files (Paths, or str paths ending in .txt/.gz that exist)"
     if isinstance(texts_or_files, (str, os.PathLike)): texts_or_files = [texts_or_files]
     for o in texts_or_files:
-        if _is_file_arg(o):
-            with open_text(o) as f:
-                for line in f:
-                    if line.strip(): yield line.strip()
+        if _is_file_arg(o): yield from read_lines(o)
         else:
             for line in check_text(o).splitlines():
                 if line.strip(): yield line.strip()
@@ -330,14 +328,30 @@ def _worker_init(state):
     _W['tok'] = SPTokenizer.__new__(SPTokenizer)
     _W['tok'].__setstate__(state)
 
-def _worker_encode(texts):
-    tok = _W['tok']
-    if tok.v1 is not None: return tok.v1.encode_batch(texts)
-    ids = tok.sp.encode(apply_rules_batch(texts, tok.rule_fns), out_type=int)
-    return [np.asarray(o, dtype=np.int32) for o in ids]
-
 def _mp_context():
     return mp.get_context('fork') if sys.platform.startswith('linux') else mp.get_context('spawn')
+
+def tokenizer_pool(tok: SPTokenizer, n_workers: int) -> ProcessPoolExecutor:
+    "`n_workers` processes that each hold a copy of `tok` (a task reads it with `worker_tokenizer()`)"
+    return ProcessPoolExecutor(n_workers, mp_context=_mp_context(), initializer=_worker_init, initargs=(tok.__getstate__(),))
+
+def worker_tokenizer() -> SPTokenizer:
+    "The tokenizer of the `tokenizer_pool` process this runs in"
+    return _W['tok']
+
+def _worker_encode(texts): return [np.asarray(o, dtype=np.int32) for o in worker_tokenizer().encode_ids(texts)]
+
+@patch_to(SPTokenizer)
+def encode_ids(self, texts: list, n_threads: int = 1) -> list:
+    "Ids (without `xxbos`) of each of `texts` after the text pipeline: the one place rules and SentencePiece meet"
+    if self.v1 is not None: return self.v1.encode_batch(texts)  # a converted fastai v1 model's own pipeline
+    ruled = apply_rules_batch(texts, self.rule_fns)
+    try: return self.sp.encode(ruled, out_type=int, num_threads=n_threads)
+    except (UnicodeEncodeError, TypeError, RuntimeError):
+        for t in ruled:  # name the offending text
+            try: self.sp.encode(t, out_type=int)
+            except (UnicodeEncodeError, TypeError, RuntimeError): raise _bad_unicode(t) from None
+        raise
 
 @patch_to(SPTokenizer)
 def encode_text(self, text) -> list[int]:
@@ -359,18 +373,10 @@ def encode_batch(self, texts, n_workers: int | None = None, min_mp_chars: int | 
     if big:
         n_chunks = n_workers * 4
         chunks = [texts[i::n_chunks] for i in range(n_chunks)]  # strided: balances long and short texts
-        with ProcessPoolExecutor(n_workers, mp_context=_mp_context(), initializer=_worker_init,
-                                 initargs=(self.__getstate__(),)) as ex:
-            parts = list(ex.map(_worker_encode, chunks))
+        with tokenizer_pool(self, n_workers) as ex: parts = list(ex.map(_worker_encode, chunks))
         ids = [None] * len(texts)
         for i, part in enumerate(parts): ids[i::n_chunks] = part
-    elif self.v1 is not None: ids = self.v1.encode_batch(texts)
-    else:
-        ruled = apply_rules_batch(texts, self.rule_fns)
-        try: ids = self.sp.encode(ruled, out_type=int, num_threads=n_workers)
-        except (UnicodeEncodeError, TypeError, RuntimeError):
-            for t in ruled: self.encode_text(t)  # raises the clear error for the offending text
-            raise
+    else: ids = self.encode_ids(texts, n_workers)
     return EncodedTexts(ids, self.add_bos)
 
 @patch_to(SPTokenizer)
@@ -489,6 +495,13 @@ def SPTextBlock(tok: SPTokenizer,       # a trained tokenizer
     type_tfms = [tok] + ([reverse_text] if backwards else [])
     return TransformBlock(type_tfms=type_tfms, dl_type=LMDataLoader if is_lm else SortedDL,
                           dls_kwargs={'seq_len': seq_len} if is_lm else {'before_batch': Pad_Chunk(seq_len=seq_len)})
+
+def get_tokenizer(dls) -> SPTokenizer | None:
+    "The `SPTokenizer` inside `dls`, if any"
+    for tl in getattr(dls.train_ds, 'tls', [dls.train_ds]):
+        for t in getattr(getattr(tl, 'tfms', None), 'fs', []):
+            if isinstance(t, SPTokenizer): return t
+    return None
 
 # %% ../nbs/00_tokenizer.ipynb #b0e40454
 def tokenizer_stats(tok: SPTokenizer, texts) -> dict:

@@ -7,9 +7,11 @@ from conftest import SHARED
 from multifit_fastai.core import MultiFiTError, atomic_write_json, atomic_write_text
 from multifit_fastai.data import sample_data
 from multifit_fastai.tokenizer import SPTokenizer
-from multifit_fastai.learner import (text_dataloaders, multifit_classifier_learner, multifit_preset, save_pretrained,
-                                     load_package, PackageError, _sha256)
-from multifit_fastai.pipeline import read_texts, read_table
+from multifit_fastai.presets import multifit_preset
+from multifit_fastai.package import load_package, PackageError, _sha256
+from multifit_fastai.learner import text_dataloaders, multifit_classifier_learner, save_pretrained
+from multifit_fastai.data import read_table
+from multifit_fastai.pipeline import read_texts
 from multifit_fastai import cli
 
 TINY = dict(size='cpu-small', emb_sz=16, n_hid=24, n_layers=2, bptt=16, max_len=64, seed=0)
@@ -102,7 +104,7 @@ def test_long_document_is_bounded(ws):
     ids = pkg.tokenizer.encode_batch([doc])[0]
     assert len(ids) > 100 * TINY['max_len']  # the document really is long
     # the end is kept: the prediction is that of the document's last max_len tokens
-    from multifit_fastai.learner import predict_texts
+    from multifit_fastai.package import predict_texts
     tail = pkg.tokenizer.decode_ids(ids[-TINY['max_len']:])
     assert predict_texts(pkg._model, pkg.tokenizer, [doc], pkg.labels, max_len=TINY['max_len']).iloc[0, 1] == \
            pytest.approx(p.iloc[0, 1])
@@ -200,7 +202,7 @@ def test_stale_temps_and_modes(ws, tmp_path):
     stale.mkdir(); (stale/'model.pth').write_bytes(b'\0' * 1000)
     alive = tmp_path/f'.pkg.tmp-{os.getpid()}-efgh'; alive.mkdir()  # a live writer's: kept
     pkg = load_package(ws/'clf')
-    from multifit_fastai.learner import write_package
+    from multifit_fastai.package import write_package
     write_package(pkg.model(), pkg.tokenizer, pkg.preset, tmp_path/'pkg', labels=pkg.labels)
     assert not stale.exists() and alive.exists()
     load_package(tmp_path/'pkg')

@@ -3,7 +3,7 @@ version of each path of the harness; the full runs take hours and are not tests)
 import json, os, subprocess, sys
 from pathlib import Path
 import pytest
-from multifit_fastai.learner import load_package
+from multifit_fastai.package import load_package
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO/'bench'))

@@ -9,7 +9,7 @@ import sentencepiece as spm
 from conftest import ddtp_path
 from multifit_fastai.convert import convert_multifit_v1, ConversionError, sp_pieces, sp_trainer_spec, pb_fields, TrainerField as F
 from multifit_fastai.tokenizer import SPTokenizer, SPECIAL_TOKENS, UNK_ID
-from multifit_fastai.learner import load_package
+from multifit_fastai.package import load_package
 from multifit_fastai.pipeline import MultiFiT
 
 sacremoses = pytest.importorskip('sacremoses')

@@ -9,7 +9,8 @@ from multifit_fastai.corpus import (tokenize_corpus, TokenCorpus, MemmapLMDataLo
 from multifit_fastai.core import read_lines
 from multifit_fastai.data import sample_data
 from multifit_fastai.tokenizer import SPTokenizer
-from multifit_fastai.learner import multifit_lm_learner, get_tokenizer, save_pretrained, load_package
+from multifit_fastai.package import load_package
+from multifit_fastai.learner import multifit_lm_learner, get_tokenizer, save_pretrained
 
 N_GZ = 800
 

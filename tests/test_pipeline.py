@@ -2,8 +2,9 @@
 import gzip, json
 from pathlib import Path
 import pandas as pd, pytest
-from multifit_fastai.pipeline import MultiFiT, read_texts, read_table, read_mldoc, tfidf_baseline
-from multifit_fastai.learner import load_package
+from multifit_fastai.data import read_table
+from multifit_fastai.pipeline import MultiFiT, read_texts, read_mldoc, tfidf_baseline
+from multifit_fastai.package import load_package
 from multifit_fastai.data import sample_data
 
 TINY = dict(emb_sz=16, n_hid=24, n_layers=2, bptt=24, bs=16)
@@ -35,7 +36,7 @@ def test_stages_resume_from_previous_package(tmp_path):
     exp2 = MultiFiT(tmp_path/'exp', lang='de', size='cpu-small', vocab_sz=500, overrides=TINY, verbose=False)
     assert exp2.done() == ['tokenizer', 'pretrain']
     exp2.finetune_lm(list(sd.train.text[:150]), epochs=1)
-    assert exp2.history['finetune']['from_package'].endswith('lm_pretrained')
+    assert exp2.history['finetune_lm']['from_package'].endswith('lm_pretrained')
     exp2.train_classifier(sd.train[:150], epochs=1)  # stratified 10 % validation split
     assert exp2.history['classifier']['from_package'].endswith('lm_finetuned')
     cfg = json.loads((exp2.stage_path('classifier')/'config.json').read_text())
