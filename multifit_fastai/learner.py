@@ -3,11 +3,13 @@
 # %% ../nbs/05_learner.ipynb #3ced1ae3
 from __future__ import annotations
 import dataclasses
+from functools import partial
 from pathlib import Path
 import pandas as pd, torch
 from fastcore.basics import patch, ifnone, listify
 from fastcore.meta import delegates
 from fastai.learner import Learner
+from fastai.optimizer import Adam
 from fastai.callback.core import Callback
 from fastai.losses import CrossEntropyLossFlat
 from fastai.metrics import accuracy, Perplexity
@@ -179,6 +181,7 @@ def _common(dls, p: MultiFiTPreset, arch, kwargs):
         p = p.replace(arch=name)
     cbs = listify(kwargs.pop('cbs', None)) + ([GradientClip(p.clip)] if p.clip else []) + [ReleaseMemory()]
     kwargs.setdefault('wd', p.wd)
+    kwargs.setdefault('opt_func', partial(Adam, eps=p.eps, decouple_wd=p.decouple_wd))
     if p.seed is not None: torch.manual_seed(p.seed)
     return p, tok, cbs
 

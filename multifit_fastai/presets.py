@@ -44,6 +44,8 @@ class MultiFiTPreset:
     lr: float = 2e-2                # learning rate of the top layer group
     lr_low: float | None = 1e-2 / 2.6**4  # rate of the lowest group (a slice); None: the same rate everywhere
     wd: float = 0.01
+    decouple_wd: bool = True        # False: L2 decay added to the gradients (fastai v1's `true_wd=False`, the released LM stages)
+    eps: float = 1e-8               # Adam's epsilon: PyTorch's 1e-8, as fastai v1 and the released code (fastai 2: 1e-5)
     clip: float | None = 0.12       # gradient clipping (None: off)
     alpha: float = 2.               # activation regularisation (AR)
     beta: float = 1.                # temporal activation regularisation (TAR)
@@ -74,7 +76,7 @@ _UNIT = (lambda v: 0 <= v < 1), 'in [0, 1)'
 _RULES = {**dict.fromkeys(['emb_sz', 'n_hid', 'n_layers', 'bs', 'bptt', 'epochs', 'max_len'], _ge(1)), 'vocab_sz': _ge(8),
           **dict.fromkeys(['output_p', 'hidden_p', 'input_p', 'embed_p', 'weight_p', 'zoneout', 'label_smoothing'], _UNIT),
           **dict.fromkeys(['drop_mult', 'wd', 'alpha', 'beta', 'min_steps', 'head_steps'], _ge(0)),
-          **dict.fromkeys(['lr', 'lr_low', 'clip', 'div', 'div_final', 'first_epoch_lr_mult'], _gt(0)),
+          **dict.fromkeys(['lr', 'lr_low', 'clip', 'div', 'div_final', 'first_epoch_lr_mult', 'eps'], _gt(0)),
           'pct_start': ((lambda v: 0 <= v <= 1), 'in [0, 1]')}
 _KINDS = dict(int='an integer', float='a number', bool='true or false', str='a string', tuple='a list')
 
@@ -106,10 +108,11 @@ def _check_field(name: str, v, ann: str):
 ARCHS = {'AWD_QRNN': AWD_QRNN, 'AWD_LSTM': AWD_LSTM}
 
 def _stage_defaults(stage: str) -> dict:
-    if stage == 'pretrain': return dict(drop_mult=0., lr=5e-3, lr_low=None, bs=50, epochs=10, clip=None, label_smoothing=0.)
-    if stage == 'finetune_lm': return dict(drop_mult=0.3, lr=1e-3, lr_low=None, bs=50, epochs=20, clip=None,
-                                           label_smoothing=0., first_epoch_last_group=True)
-    return dict(drop_mult=0.5, lr=2e-2, lr_low=1e-2 / 2.6**4, bs=18, epochs=4, clip=0.12, label_smoothing=0.1)
+    lm = dict(clip=0.12, wd=1e-7, decouple_wd=False, label_smoothing=0.)  # the released code's LM stages
+    if stage == 'pretrain': return dict(drop_mult=0., lr=5e-3, lr_low=None, bs=50, epochs=10, **lm)
+    if stage == 'finetune_lm': return dict(drop_mult=0.3, lr=1e-3, lr_low=None, bs=20, epochs=20, **lm,
+                                           first_epoch_last_group=True)
+    return dict(drop_mult=0.5, lr=2e-2, lr_low=1e-2 / 2.6**4, bs=18, epochs=8, clip=0.12, label_smoothing=0.1)
 
 def multifit_preset(stage: str = 'classifier', # 'pretrain', 'finetune_lm' or 'classifier'
                     size: str = 'paper',       # 'paper' or 'cpu-small'
