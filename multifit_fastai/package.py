@@ -4,20 +4,21 @@
 from __future__ import annotations
 import hashlib, json, os, shutil, stat, tempfile, time
 from pathlib import Path
-import numpy as np, pandas as pd, torch, torch.nn as nn
+import numpy as np, pandas as pd, torch, torch.nn as nn, torch.nn.functional as F
 from fastcore.basics import patch, store_attr
 from fastai.learner import Learner
 from fastai.torch_core import one_param
 from fastai.text.models.core import get_language_model, get_text_classifier, LinearDecoder
-from fastai.text.data import pad_chunk
 import multifit_fastai
 from .core import atomic_write_json, MultiFiTError, OutputExistsError, remove_stale
 from .tokenizer import SPTokenizer, PAD_ID, get_tokenizer
 from .presets import MultiFiTPreset, ARCHS
+from .qrnn import _recur
+from .models import AWD_QRNN
 
 # %% auto #0
-__all__ = ['PKG_FORMAT', 'PKG_VERSION', 'MAX_CONFIG_BYTES', 'check_package_dest', 'write_package', 'PackageError',
-           'MultiFiTPackage', 'load_package', 'predict_texts']
+__all__ = ['PKG_FORMAT', 'PKG_VERSION', 'MAX_CONFIG_BYTES', 'PREDICT_CHUNK', 'check_package_dest', 'write_package',
+           'PackageError', 'MultiFiTPackage', 'load_package', 'layer0_table', 'predict_texts']
 
 # %% ../nbs/05a_package.ipynb #9055d896
 PKG_FORMAT, PKG_VERSION = 'multifit_fastai.package', 1
@@ -245,28 +246,76 @@ def model(self: MultiFiTPackage) -> nn.Module:
     m.load_state_dict(self.state)
     return m.eval()
 
-@torch.no_grad()
+PREDICT_CHUNK = 20  # `predict_texts` tokenizes and sorts `PREDICT_CHUNK * bs` texts at a time
+
+@torch.inference_mode()
+def layer0_table(enc: nn.Module) -> tuple | None:
+    "`(A, B)`: an AWD_QRNN's first gate product per token id (`B[vocab]` = 0: no previous token); None for other encoders"
+    if not isinstance(enc, AWD_QRNN) or enc.n_dir != 1: return None
+    lin, emb = enc.rnns[0].layers[0].linear, enc.encoder.weight  # `lin`: the QRNNWeightDropout around the gate linear
+    w, b, e = lin.weight_raw, lin.module.bias, emb.shape[1]
+    a = torch.addmm(b, emb, w[:, :e].T)
+    if enc.rnns[0].layers[0].window == 1: return a, None
+    return a, torch.cat([emb @ w[:, e:].T, a.new_zeros(1, a.shape[1])])
+
+def _encode_chunk(enc, x, i: int, step: int, table=None):
+    "Encoder outputs for tokens `i:i+step` of the right-padded batch `x`, states carried from the chunk before"
+    if x.shape[0] != enc.bs: enc._change_hidden(x.shape[0])  # finished texts (the last rows) leave the batch
+    if table is None: return enc(x[:, i:i + step])
+    a, b = table
+    ids = x[:, i:i + step].T  # time-major
+    y = F.embedding(ids, a)  # row gathers (`a[ids]` indexes far slower)
+    if b is not None:
+        prev = x[:, i - 1:i - 1 + len(ids)].T if i else torch.cat([ids.new_full((1, len(x)), len(b) - 1), ids[:-1]])
+        y += F.embedding(prev, b)
+    out, h = _recur(enc.rnns[0].layers[0], y, enc.hidden[0][0])
+    out, hidden = out.transpose(0, 1), [h[None]]
+    for rnn, h in zip(enc.rnns[1:], enc.hidden[1:]):  # evaluation: the dropouts between layers are the identity
+        out, h = rnn(out, h); hidden.append(h)
+    enc.hidden = hidden
+    return out
+
+def _pooled(enc, x, lens, bptt: int, table=None):
+    "[last, max, mean] of the encoder outputs of right-padded `x` (rows sorted by `lens`, longest first)"
+    enc.reset()
+    step = bptt * max(1, 4096 // (len(x) * bptt))  # about 4k tokens per call: large products, bounded memory
+    last, mx, sm = (torch.full((len(x), enc.emb_sz), v, device=x.device) for v in (0., -float('inf'), 0.))
+    for i in range(0, x.shape[1], step):
+        k = int((lens > i).sum())
+        o = _encode_chunk(enc, x[:k], i, step, table)
+        pad = (torch.arange(i, i + o.shape[1], device=x.device) >= lens[:k, None])[..., None]
+        mx[:k] = torch.maximum(mx[:k], o.masked_fill(pad, -float('inf')).amax(1))
+        sm[:k] += o.masked_fill(pad, 0.).sum(1)
+        end = lens[:k] - 1 - i
+        r = ((end >= 0) & (end < o.shape[1])).nonzero()[:, 0]
+        last[r] = o[r, end[r]]
+    return torch.cat([last, mx, sm / lens[:, None]], 1)
+
+def _right_padded(ids, rows, max_len: int) -> tuple:
+    "Ids of `rows` of `ids` (`EncodedTexts`), last `max_len` kept, padded at the end; and their lengths"
+    seqs = [ids[j][-max_len:] for j in rows]
+    lens = torch.tensor([len(s) for s in seqs])
+    x = torch.full((len(seqs), int(lens.max())), PAD_ID, dtype=torch.long)
+    for r, s in enumerate(seqs): x[r, :len(s)] = s
+    return x, lens
+
+@torch.inference_mode()
 def predict_texts(model: nn.Module, tok: SPTokenizer, texts, labels=None, bs: int = 32, bptt: int = 70,
-                  max_len: int | None = None # read only the last `max_len` ids of each text (what the classifier pools)
+                  max_len: int | None = None, # read only the last `max_len` ids of each text (what the classifier pools)
+                  table=None                  # `layer0_table(encoder)`, or None: the encoder's own first layer
                  ) -> pd.DataFrame:
     "Class probabilities of a classifier `model` for `texts`, as a DataFrame (`label`, `probability`, one column per class)"
     texts = list(texts)
     if not texts: raise MultiFiTError('no texts to predict')
-    ids = tok.encode_batch(texts)
-    if max_len is not None: ids = [o[-max_len:] for o in ids]
-    order = np.argsort([-len(o) for o in ids], kind='stable')
-    probs = torch.empty(len(texts), model[-1].layers[-1][-1].out_features)
-    dev = one_param(model).device
-    for i in range(0, len(texts), bs):
-        idx = order[i:i + bs]
-        batch = [ids[j] for j in idx]
-        n = max(len(o) for o in batch)
-        # padded exactly as fastai's `Pad_Chunk` does in training: whole bptt chunks in front, the rest at the end,
-        # so every text starts on a chunk boundary and its result does not depend on the batch it is in
-        x = torch.stack([pad_chunk(o.as_subclass(torch.Tensor), pad_idx=PAD_ID, seq_len=bptt, pad_len=n) for o in batch])
-        model.reset()
-        out = model(x.to(dev))[0]
-        probs[torch.as_tensor(idx)] = torch.softmax(out.float(), -1).cpu()
+    enc, head, dev = _encoder_of(model), model[1].layers, one_param(model).device
+    probs = torch.empty(len(texts), head[-1][-1].out_features)
+    for c in range(0, len(texts), PREDICT_CHUNK * bs):
+        ids = tok.encode_batch(texts[c:c + PREDICT_CHUNK * bs])
+        order = np.argsort(-ids.lens, kind='stable')
+        for i in range(0, len(order), bs):
+            x, lens = _right_padded(ids, order[i:i + bs], max_len or 1 << 62)
+            out = head(_pooled(enc, x.to(dev), lens.to(dev), bptt, table))
+            probs[c + torch.as_tensor(order[i:i + bs])] = torch.softmax(out.float(), -1).cpu()
     labels = labels or [str(i) for i in range(probs.shape[1])]
     df = pd.DataFrame(probs.numpy(), columns=labels)
     df.insert(0, 'probability', probs.max(1).values.numpy())
@@ -274,9 +323,13 @@ def predict_texts(model: nn.Module, tok: SPTokenizer, texts, labels=None, bs: in
     return df
 
 @patch
-def predict(self: MultiFiTPackage, texts, bs: int = 32) -> pd.DataFrame:
+def predict(self: MultiFiTPackage, texts,
+            bs: int = 32,      # texts per batch
+            table: bool = True # the first layer as a table look-up (built once, see `layer0_table`)
+           ) -> pd.DataFrame:
     "Predict labels and probabilities for `texts` with this classifier package"
     if self.kind != 'classifier': raise PackageError(f'{self.path} is a language model, not a classifier')
     if not hasattr(self, '_model'): self._model = self.model()
+    if table and not hasattr(self, '_table'): self._table = layer0_table(_encoder_of(self._model))
     return predict_texts(self._model, self.tokenizer, texts, self.labels, bs=bs, bptt=self.config['bptt'],
-                         max_len=self.config['max_len'])
+                         max_len=self.config['max_len'], table=self._table if table else None)

@@ -269,10 +269,17 @@ def _gates(self: QRNNLayer, y):
     "Linear output -> activated (z, f, o), fp32 under CPU autocast; zoneout on f (its expectation in evaluation)"
     if y.dtype in _LOW_PRECISION and not y.is_cuda and torch.is_autocast_enabled('cpu'): y = y.float()
     g = y.chunk(3 if self.output_gate else 2, dim=2)
-    z, f, o = torch.tanh(g[0]), torch.sigmoid(g[1]), (torch.sigmoid(g[2]) if self.output_gate else None)
+    if torch.is_grad_enabled(): z, f, o = torch.tanh(g[0]), torch.sigmoid(g[1]), (torch.sigmoid(g[2]) if self.output_gate else None)
+    else: z, f, o = g[0].tanh_(), g[1].sigmoid_(), (g[2].sigmoid_() if self.output_gate else None)  # inference: in place
     if self.zoneout > 0:
         f = f * torch.empty_like(f).bernoulli_(1 - self.zoneout) if self.training else f * (1 - self.zoneout)
     return z, f, o
+
+def _recur(self: QRNNLayer, y, h=None):
+    "Time-major gate pre-activations `y` (the linear's output) -> outputs and last state"
+    z, f, o = _gates(self, y)
+    c = forget_mult(f, z, h, batch_first=False)
+    return (c * o if self.output_gate else c), c[-1]
 
 @torch.no_grad()
 def _save_prev(self: QRNNLayer, x):
@@ -286,12 +293,11 @@ def forward(self: QRNNLayer,
     _check_input(x, self.input_size, self.batch_first, 'QRNNLayer')
     xt = x.transpose(0, 1) if self.batch_first else x  # time-major view
     if self.backward: xt = xt.flip(0)
-    z, f, o = _gates(self, self.linear(_window_source(self, xt)))
+    y = self.linear(_window_source(self, xt))
     _save_prev(self, xt)
-    c = forget_mult(f, z, h, batch_first=False)
-    out = c * o if self.output_gate else c
+    out, c_last = _recur(self, y, h)
     if self.backward: out = out.flip(0)
-    return (out.transpose(0, 1) if self.batch_first else out), c[-1]
+    return (out.transpose(0, 1) if self.batch_first else out), c_last
 
 # %% ../nbs/01_qrnn.ipynb #1c5dc5f5
 class QRNN(Module):

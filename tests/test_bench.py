@@ -85,3 +85,13 @@ def test_probe_scores_random_and_trained_encoders(ddtp_quick, shared_data):
     assert e['de|random init|1000']['random_init'] and not e['de|de-subword/lm_finetuned|1000']['random_init']
     assert e['de|random init|1000']['feature_dim'] == 3 * 64  # last, max and mean of the tiny LM's 64-unit last layer
     assert 'probe, 1000 labels' in (d/'probe.md').read_text()
+
+@pytest.mark.slow
+def test_predict_bench_quick(shared_data, tmp_path):
+    bench('predict.py', '--quick', '--data', shared_data, '--work', tmp_path/'predict', '--out', tmp_path)
+    R = json.loads((tmp_path/'predict.json').read_text())
+    assert [r['n'] for r in R['runs']] == [1, 8, 40] and all(r['ours']['docs_per_s'] > 0 < r['fastai']['docs_per_s'] for r in R['runs'])
+    alone = next(iter(R['alone'].values()))
+    assert alone['ours_argmax_vs_alone'] == 1.0 and alone['ours_max_abs_diff_vs_alone'] < 1e-5
+    assert 'bf16' in R['skipped'] or any(r['precision'] == 'bf16' for r in R['runs'])
+    assert '| ours docs/s |' in (tmp_path/'predict.md').read_text()

@@ -284,3 +284,14 @@ def test_qrnn_hidden_and_input_errors():
     with pytest.raises(ValueError, match=r'hidden state must have shape .* \(2, 3, 6\)'): m(torch.randn(3, 5, 4), torch.zeros(1, 3, 6))
     with pytest.raises(ValueError, match='QRNN expects inputs with 4 features, got 3'): m(torch.randn(3, 5, 3))
     with pytest.raises(ValueError, match='2 windows for 3 layers'): QRNN(4, 6, n_layers=3, window=[2, 1])
+
+def test_inference_gates_in_place_give_the_same_outputs():
+    "Under no_grad/inference_mode the gates are activated in place: outputs and states equal those with autograd"
+    torch.manual_seed(0)
+    for kw in (dict(window=2), dict(window=1, output_gate=False), dict(window=1, zoneout=0.2)):
+        layer = QRNNLayer(6, 10, **kw).eval()
+        x, h0 = torch.randn(3, 9, 6), torch.randn(3, 10)
+        out, h = layer(x, h0)
+        for ctx in (torch.no_grad, torch.inference_mode):
+            with ctx(): out2, h2 = layer(x, h0)
+            assert torch.equal(out2, out.detach()) and torch.equal(h2, h.detach())
