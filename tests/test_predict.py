@@ -1,6 +1,5 @@
 "Batch prediction (`MultiFiTPackage.predict`): every text gets the result fastai's own model gives it alone, in any batch."
 import numpy as np, pandas as pd, pytest, torch
-import multifit_fastai.learner as L
 from multifit_fastai.data import sample_data
 from multifit_fastai.tokenizer import SPTokenizer
 from multifit_fastai.presets import multifit_preset
