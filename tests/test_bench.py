@@ -85,3 +85,17 @@ def test_probe_scores_random_and_trained_encoders(ddtp_quick, shared_data):
     assert e['de|random init|1000']['random_init'] and not e['de|de-subword/lm_finetuned|1000']['random_init']
     assert e['de|random init|1000']['feature_dim'] == 3 * 64  # last, max and mean of the tiny LM's 64-unit last layer
     assert 'probe, 1000 labels' in (d/'probe.md').read_text()
+
+@pytest.mark.slow
+def test_zero_shot_quick_pool_threshold_pretraining(shared_data, tmp_path):
+    "The zero-shot harness' grid: the unlabelled pool, the automatic threshold, pretrained vs scratch students, 2 seeds"
+    bench('zero_shot.py', '--quick', '--teacher', 'tfidf', '--targets', 'pool', '--thresholds', 'auto', '--pretraining',
+          'pretrained', 'scratch', '--seeds', '0', '1', '--data', shared_data, '--work', tmp_path/'work', '--out', tmp_path/'zs')
+    d = json.loads((tmp_path/'zs.json').read_text())
+    runs = d['entries']
+    assert set(runs) == {f'de/pool/hard/auto/{p}/s{s}' for p in ('pretrained', 'scratch') for s in (0, 1)}
+    for r in runs.values():
+        assert 0 <= r['student_acc'] <= 1 and 0 < r['n_pseudo'] <= r['n_target'] == 80
+        assert r['calibration']['n_holdout'] == 16 and r['min_confidence'] == r['calibration']['threshold']
+    md = (tmp_path/'zs.md').read_text()
+    assert '| de | pool | hard | auto | scratch | 2 |' in md and ' ± ' in md
