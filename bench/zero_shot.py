@@ -290,6 +290,9 @@ def main(argv=None):
     log(f'{len(todo)} of {len(grid)} runs to do (results: {res.path})')
     teacher = make_teacher(a.teacher, cache_dir=work/'embeddings', progress=False) if todo else None
     en = stratified_head(pd.read_csv(a.data/'ddtp'/'en'/'train.csv'), a.n_source, 0)
+    if todo and getattr(teacher, 'C', 0) is None:  # cross-validate the teacher's C once on all of en, not in every run
+        teacher.C = teacher.fit(en.text, en.label).C_
+        log(f'teacher C = {teacher.C} (cross-validated on {len(en)} source rows: {teacher.cv_scores_})')
     for lang, target, kind, thr, pre, seed in todo:
         t0, key = time.time(), run_key(lang, target, kind, thr, pre, seed)
         tgt, gold = target_rows(a, lang, target), pd.read_csv(a.data/'ddtp'/lang/'train.csv')
