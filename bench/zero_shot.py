@@ -190,7 +190,7 @@ def groups(entries: dict) -> dict:
 def write_md(res: Results, path: Path, quick: bool):
     s, m = res.settings, res.data.get('machine', machine())
     g = groups(res.entries)
-    rows = ['| lang | pseudo-labelled texts | targets | threshold | student LM | seeds | student acc. | student − teacher '
+    rows = ['| lang | texts pseudo-labelled | hard/soft | threshold | student LM | seeds | student acc. | student − teacher '
             '| pseudo labels used (of texts) | pseudo-label acc. (scored rows) | min_confidence |',
             '|---|---|---|---|---|---|---|---|---|---|---|']
     teachers = {}
@@ -236,6 +236,8 @@ fine-tuned from the target LM package; `scratch`: the same tokenizer and sizes, 
 |---|---|---|---|---|---|---|
 ''' + chr(10).join(crows)}
 {ttext}
+The older 7-language run (1k pseudo labels, one seed, another LM and recipe) is kept in `zero_shot_1k_single_seed.md`.
+
 Settings: {json.dumps(s)}
 
 Machine: {m['platform']}, {m['cpus']} CPUs, torch {m['torch']}, {m['torch_threads']} torch thread(s),
