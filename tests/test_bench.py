@@ -96,6 +96,6 @@ def test_zero_shot_quick_pool_threshold_pretraining(shared_data, tmp_path):
     assert set(runs) == {f'de/pool/hard/auto/{p}/s{s}' for p in ('pretrained', 'scratch') for s in (0, 1)}
     for r in runs.values():
         assert 0 <= r['student_acc'] <= 1 and 0 < r['n_pseudo'] <= r['n_target'] == 80
-        assert r['calibration']['n_holdout'] == 16 and r['min_confidence'] == r['calibration']['threshold']
+        assert r['calibration']['n_holdout'] == 80 and r['min_confidence'] == r['calibration']['threshold']
     md = (tmp_path/'zs.md').read_text()
     assert '| de | pool | hard | auto | scratch | 2 |' in md and ' ± ' in md
