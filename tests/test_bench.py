@@ -95,3 +95,16 @@ def test_predict_bench_quick(shared_data, tmp_path):
     assert alone['ours_argmax_vs_alone'] == 1.0 and alone['ours_max_abs_diff_vs_alone'] < 1e-5
     assert 'bf16' in R['skipped'] or any(r['precision'] == 'bf16' for r in R['runs'])
     assert '| ours docs/s |' in (tmp_path/'predict.md').read_text()
+
+def test_zero_shot_quick_pool_threshold_pretraining(shared_data, tmp_path):
+    "The zero-shot harness' grid: the unlabelled pool, the automatic threshold, pretrained vs scratch students, 2 seeds"
+    bench('zero_shot.py', '--quick', '--teacher', 'tfidf', '--targets', 'pool', '--thresholds', 'auto', '--pretraining',
+          'pretrained', 'scratch', '--seeds', '0', '1', '--data', shared_data, '--work', tmp_path/'work', '--out', tmp_path/'zs')
+    d = json.loads((tmp_path/'zs.json').read_text())
+    runs = d['entries']
+    assert set(runs) == {f'de/pool/hard/auto/{p}/s{s}' for p in ('pretrained', 'scratch') for s in (0, 1)}
+    for r in runs.values():
+        assert 0 <= r['student_acc'] <= 1 and 0 < r['n_pseudo'] <= r['n_target'] == 80
+        assert r['calibration']['n_holdout'] == 80 and r['min_confidence'] == r['calibration']['threshold']
+    md = (tmp_path/'zs.md').read_text()
+    assert '| de | pool | hard | auto | scratch | 2 |' in md and ' ± ' in md

