@@ -9,7 +9,8 @@ from datetime import date
 from pathlib import Path
 import pandas as pd, torch
 from fastai.text.core import fix_html, replace_rep, replace_wrep, spec_add_spaces, rm_useless_spaces
-from multifit_fastai.tokenizer import SPTokenizer, apply_rules, apply_rules_batch, UNK_ID, _replace_case_re, _char_tables
+from multifit_fastai.textrules import apply_rules, apply_rules_batch, _replace_case_re, _char_tables
+from multifit_fastai.tokenizer import SPTokenizer, UNK_ID
 from multifit_fastai.core import read_lines
 
 FASTAI = [fix_html, replace_rep, replace_wrep, spec_add_spaces, rm_useless_spaces]

