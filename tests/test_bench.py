@@ -63,7 +63,7 @@ def test_ddtp_resumes_without_retraining(ddtp_quick):
     d, args = ddtp_quick
     before = json.loads((d/'ddtp_quick.json').read_text())['runs']
     r = bench('ddtp.py', *args)
-    assert 'finetune: using' in r.stdout and ' steps) in ' not in r.stdout and ' epochs in ' not in r.stdout  # nothing trained
+    assert 'finetune_lm: using' in r.stdout and ' steps) in ' not in r.stdout and ' epochs in ' not in r.stdout  # nothing trained
     assert json.loads((d/'ddtp_quick.json').read_text())['runs'] == before
 
 def test_word_segmenters():

@@ -48,8 +48,16 @@ def test_lm_finetune_then_classifier_real_data(de, tmp_path):
     got = pkg.predict(texts)
     clas.model.eval()
     probs, _ = clas.get_preds(dl=dls.test_dl(pd.DataFrame({'text': texts})))
-    np.testing.assert_allclose(got[pkg.labels].values, probs.numpy(), atol=1e-5)
-    assert list(got.label) == [pkg.labels[i] for i in probs.argmax(1).tolist()]
+    # the package gives each text what the classifier gives it alone (fastai's batched padding can change a short
+    # text's pooled features when the batch's longest text is not a whole number of bptt chunks)
+    with torch.no_grad():
+        alone = []
+        for t in texts:
+            clas.model.reset(); alone.append(torch.softmax(clas.model(pkg.tokenizer(t)[None])[0].float(), -1)[0])
+    alone = torch.stack(alone)
+    np.testing.assert_allclose(got[pkg.labels].values, alone.numpy(), atol=1e-5)
+    assert list(got.label) == [pkg.labels[i] for i in alone.argmax(1).tolist()]
+    assert (alone.argmax(1) == probs.argmax(1)).float().mean() > 0.8  # and mostly what fastai's batches give
     # the package's learner on new data predicts the same
     clas2 = from_pretrained(tmp_path/'b'/'clas', dls)
     probs2, _ = clas2.get_preds(dl=dls.test_dl(pd.DataFrame({'text': texts})))
