@@ -25,6 +25,7 @@ PKG_FORMAT, PKG_VERSION = 'multifit_fastai.package', 1
 
 def _sha256(path, max_bytes: int | None = None) -> str:
     "SHA-256 of the file `path`, reading at most `max_bytes` (+1: a longer file gets another digest)"
+    # not `hashlib.file_digest`: it reads to the end, and a package's file may be a FIFO or far larger than its config says
     h, left = hashlib.sha256(), (1 << 62) if max_bytes is None else max_bytes + 1
     with open(path, 'rb') as f:
         while left > 0 and (b := f.read(min(1 << 20, left))): h.update(b); left -= len(b)

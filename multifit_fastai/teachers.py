@@ -178,17 +178,19 @@ class EmbeddingTeacher(Teacher):
                  seed: int = 0):
         store_attr()
     def fit(self, texts, labels) -> EmbeddingTeacher:
-        from sklearn.linear_model import LogisticRegression
-        from sklearn.model_selection import StratifiedKFold, cross_val_score
+        from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
+        from sklearn.model_selection import StratifiedKFold
         X, y = self.embed(list(texts)), np.asarray(list(labels))
-        lr = lambda C: LogisticRegression(C=C, max_iter=self.max_iter, random_state=self.seed)
         n_min = int(pd.Series(y).value_counts().min())
-        if self.C is None and n_min >= 2:
+        if self.C is None and n_min >= 2:  # scikit-learn's C search: accuracy on stratified folds, then a refit on all
             cv = StratifiedKFold(min(5, n_min), shuffle=True, random_state=self.seed)
-            self.cv_scores_ = {C: float(cross_val_score(lr(C), X, y, cv=cv).mean()) for C in self.Cs}
-            self.C_ = max(self.cv_scores_, key=self.cv_scores_.get)
-        else: self.C_ = ifnone(self.C, 1.)
-        self.clf = lr(self.C_).fit(X, y)
+            self.clf = LogisticRegressionCV(Cs=list(self.Cs), cv=cv, scoring='accuracy', max_iter=self.max_iter,
+                                            random_state=self.seed).fit(X, y)
+            self.C_ = float(self.clf.C_[0])
+            self.cv_scores_ = dict(zip(self.Cs, map(float, next(iter(self.clf.scores_.values())).mean(0))))
+        else:
+            self.C_ = ifnone(self.C, 1.)
+            self.clf = LogisticRegression(C=self.C_, max_iter=self.max_iter, random_state=self.seed).fit(X, y)
         self.classes_ = list(self.clf.classes_)
         return self
     def predict_proba(self, texts) -> np.ndarray:
