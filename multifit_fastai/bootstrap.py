@@ -18,6 +18,7 @@ from .package import MultiFiTPackage, load_package, predict_texts
 from .learner import MultiFiTLearner, multifit_classifier_learner, text_dataloaders, save_pretrained
 from .losses import LabelSmoothingLoss, soft_accuracy
 from .teachers import Teacher, FunctionTeacher, as_teacher, check_proba
+from .data import read_table
 
 # %% auto #0
 __all__ = ['PROB_PREFIX', 'prob_cols', 'pseudo_label', 'confidence_threshold', 'calibrate_teacher', 'student_preset',
@@ -207,16 +208,11 @@ class BootstrapResult:
                     min_confidence=self.min_confidence, calibration=self.calibration)
 
 def _as_frame(o, what: str, text_col='text', label_col='label', need_labels=False) -> pd.DataFrame:
+    "`o` (texts or a DataFrame) as `text` (and `label`) rows, checked by `read_table` like every table"
     if o is None: return None
-    if not isinstance(o, pd.DataFrame): o = pd.DataFrame({'text': list(o)})
+    if not isinstance(o, pd.DataFrame): o = pd.DataFrame({text_col: list(o)})
     if text_col not in o.columns: raise MissingColumnError(f'{what}: no column {text_col!r} (columns: {list(o.columns)})')
-    if need_labels and label_col not in o.columns: raise MissingColumnError(f'{what}: no label column {label_col!r}')
-    df = pd.DataFrame({'text': o[text_col]})
-    if label_col in o.columns: df['label'] = o[label_col]
-    if df.text.isna().any(): raise MultiFiTError(f'{what}: {int(df.text.isna().sum())} missing text(s)')
-    if 'label' in df and df.label.isna().any(): raise MultiFiTError(f'{what}: {int(df.label.isna().sum())} missing label(s)')
-    if not len(df): raise MultiFiTError(f'{what}: no rows')
-    return df.reset_index(drop=True)
+    return read_table(o, text_col, label_col if need_labels or label_col in o.columns else None, what)
 
 def bootstrap(teacher,                       # a `Teacher` (or estimator/callable), fitted on `source` here
               source,                        # source-language DataFrame with text and label columns
