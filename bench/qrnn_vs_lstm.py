@@ -10,13 +10,15 @@ sensitive to other load than wall time); wall time is reported too. On a GPU (wh
 ForgetMult and the two models at the paper's batch sizes are compared as well, by CUDA-synchronised wall time.
 """
 from __future__ import annotations
-import argparse, datetime as dt, json, platform, statistics, sys, time
+import argparse, datetime as dt, os, platform, statistics, sys, time
 from pathlib import Path
 import torch, torch.nn.functional as F
 from fastai.text.models.awdlstm import AWD_LSTM, awd_lstm_lm_config, awd_lstm_clas_config
 from fastai.text.models.core import get_language_model, get_text_classifier
 import multifit_fastai.qrnn as qrnn_mod
 from multifit_fastai.qrnn import forget_mult
+from multifit_fastai.core import atomic_write_json, atomic_write_text
+from machine import cpu_model
 from multifit_fastai.models import AWD_QRNN, awd_qrnn_lm_config, awd_qrnn_clas_config
 
 VOCAB, EMB, HID, LAYERS, BPTT = 15000, 400, 1550, 4, 70
@@ -123,12 +125,6 @@ def forget_mult_share(model, bs, reps, device):
     return statistics.median(shares), [round(s, 5) for s in shares]
 
 # ------------------------------------------------------------------------------------------------------------------- main
-def cpu_model():
-    try:
-        for line in Path('/proc/cpuinfo').read_text().splitlines():
-            if line.startswith('model name'): return line.split(':', 1)[1].strip()
-    except OSError: pass
-    return platform.processor() or 'unknown'
 
 def log(*a): print(*a, flush=True)
 
@@ -265,7 +261,7 @@ def main():
     if args.quick: args.reps = args.reps_big = 1
     out = args.out or (None if args.quick else Path(__file__).parent/'results')
     R = {'meta': dict(date=dt.datetime.now().astimezone().isoformat(timespec='seconds'), cpu_model=cpu_model(),
-                      n_cpus=torch.get_num_threads() if False else __import__('os').cpu_count(), threads=1,
+                      n_cpus=os.cpu_count(), threads=1,
                       torch=torch.__version__, python=platform.python_version(), platform=platform.platform(),
                       reps=args.reps, reps_big=args.reps_big, docs=args.docs, doc_len=args.doc_len, infer_bs=args.infer_bs,
                       shapes=dict(vocab=VOCAB, emb=EMB, hidden=HID, layers=LAYERS, bptt=BPTT), dropouts=DROPS)}
@@ -278,8 +274,7 @@ def main():
                                f'{t["measured"]} ({t["bound"]})')
     if out:
         out.mkdir(parents=True, exist_ok=True)
-        (out/'qrnn_vs_lstm.json').write_text(json.dumps(R, indent=1) + '\n')
-        (out/'qrnn_vs_lstm.md').write_text(markdown(R))
+        atomic_write_json(out/'qrnn_vs_lstm.json', R); atomic_write_text(out/'qrnn_vs_lstm.md', markdown(R))
         log(f'wrote {out}/qrnn_vs_lstm.json and .md')
     else: print(markdown(R))
 

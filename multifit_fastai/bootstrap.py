@@ -2,7 +2,7 @@
 
 # %% ../nbs/08_bootstrap.ipynb #625ded85
 from __future__ import annotations
-import json, os, time
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np, pandas as pd, torch

@@ -1,0 +1,11 @@
+"What the benchmarks record about the machine they ran on"
+import platform
+from pathlib import Path
+
+def cpu_model() -> str:
+    "The CPU's model name from /proc/cpuinfo (else what `platform` knows)"
+    try:
+        for line in Path('/proc/cpuinfo').read_text().splitlines():
+            if line.startswith('model name'): return line.split(':', 1)[1].strip()
+    except OSError: pass
+    return platform.processor() or 'unknown'
