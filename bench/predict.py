@@ -7,20 +7,23 @@ fastai's own route on the same package (`from_pretrained(dir, dls)` + `learn.dls
 
 Documents: German DDTP descriptions (`ddtp/de/unlabelled.csv.gz`, repeated to reach 10k). Package: a demo-size
 classifier (emb 256, hidden 640, 3 layers, vocab 8000) from the in-domain fine-tuned LM of `bench/ddtp.py` when
-`--lm` exists (head trained one epoch, encoder frozen), else randomly initialised; written with `save_pretrained`.
+`--lm` exists (head trained one epoch, encoder frozen), else randomly initialised and trained one epoch on
+`train.csv` (so its classes are not near-ties); written with `save_pretrained`.
 Each (route, size, threads) runs in a fresh process (`nice`d), the two routes alternating, so the peak RSS is that of
 one prediction run; sizes 1 and 32 repeat `--reps` times after a warm-up, 10k runs once after a warm-up on 32
-documents. Both routes use batch size 32. Agreement: argmax of ours vs fastai's, and both vs each document predicted
+documents. Both routes use batch size 32, in fp32 and, where the CPU has native bf16, in bf16 (ours:
+`predict(precision='bf16')`; fastai's: `get_preds` under `torch.autocast`), each bf16 run also compared with its route's fp32 run. Agreement: argmax of ours vs fastai's, and both vs each document predicted
 alone by fastai's model (no padding) on the documents where they differ and on a sample.
 """
 from __future__ import annotations
 import argparse, datetime as dt, json, os, platform, resource, statistics, subprocess, sys, tempfile, time
 from pathlib import Path
 import numpy as np
+from machine import cpu_model
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-LM = REPO.parent/'main'/'bench'/'work'/'ddtp'/'de-subword-in_domain'/'lm_finetuned'
+LM = HERE/'work'/'ddtp'/'de-subword-in_domain'/'lm_finetuned'  # bench/ddtp.py's in-domain LM, when it exists
 
 def rss_mb() -> float:
     for l in open('/proc/self/status'):
@@ -38,6 +41,7 @@ def build_package(dest: Path, data: Path, lm: Path | None, tiny: bool) -> str:
     from multifit_fastai.package import load_package
     from multifit_fastai.learner import text_dataloaders, multifit_classifier_learner, save_pretrained
     from multifit_fastai.tokenizer import SPTokenizer
+    from multifit_fastai.core import atomic_write_text
     how = dest/'made_how.txt'
     if (dest/'pkg'/'config.json').exists() and how.exists(): return how.read_text()
     tr, va = (pd.read_csv(data/'ddtp'/'de'/f'{s}.csv') for s in ('train', 'valid'))
@@ -51,9 +55,11 @@ def build_package(dest: Path, data: Path, lm: Path | None, tiny: bool) -> str:
         tok = SPTokenizer.train(list(tr.text) + list(va.text), lang='de', vocab_sz=sz['vocab_sz'])
         dls = text_dataloaders(tok, tr, va, label_col='label', bs=32, seq_len=70, max_len=1400)
         learn = multifit_classifier_learner(dls, preset='demo', **sz)
-        made = f'randomly initialised ({"tiny" if tiny else "demo size"}), tokenizer trained on ddtp/de train+valid'
+        if not tiny: learn.fit_one_cycle(1, 1e-2)  # trained, so that its classes are not near-ties
+        made = (f'randomly initialised ({"tiny" if tiny else "demo size, whole model trained 1 epoch on ddtp/de/train.csv"}), '
+                'tokenizer trained on ddtp/de train+valid')
     save_pretrained(learn, dest/'pkg')
-    how.write_text(made)
+    atomic_write_text(how, made)
     return made
 
 # ------------------------------------------------------------------------------------------------------ one child run
@@ -74,17 +80,18 @@ def child(a):
     from multifit_fastai.package import load_package
     texts = load_texts(a.data, a.n)
     warm = load_texts(a.data, 32)
+    from multifit_fastai.precision import autocast_context
     if a.child == 'ours':
         pkg = load_package(a.pkg)
-        t0 = time.perf_counter(); pkg.predict(warm[:1]); first = time.perf_counter() - t0  # builds model and table
-        run = lambda: pkg.predict(texts, bs=32)[pkg.labels].values
+        pred = lambda t: pkg.predict(t, bs=32, precision=a.precision)[pkg.labels].values
     else:
-        t0 = time.perf_counter(); learn = fastai_learner(a.pkg, a.data); first = time.perf_counter() - t0
-        run = lambda: learn.get_preds(dl=learn.dls.test_dl(texts, bs=32))[0].numpy()
-        learn.get_preds(dl=learn.dls.test_dl(warm[:1], bs=32))
+        learn = fastai_learner(a.pkg, a.data)
+        def pred(t):  # fastai's route, its products under autocast for bf16
+            with autocast_context(a.precision): return learn.get_preds(dl=learn.dls.test_dl(t, bs=32))[0].float().numpy()
+    t0 = time.perf_counter(); pred(warm[:1]); first = time.perf_counter() - t0  # ours: builds the model and the table
+    run = lambda: pred(texts)
     run() if a.n < 1000 else None
-    if a.child == 'ours': pkg.predict(warm)
-    else: learn.get_preds(dl=learn.dls.test_dl(warm, bs=32))
+    pred(warm)
     rss0 = rss_mb()
     walls, cpus = [], []
     for _ in range(a.reps if a.n < 1000 else 1):
@@ -93,12 +100,13 @@ def child(a):
         cpus.append(time.process_time() - c0); walls.append(time.perf_counter() - w0)
     np.save(a.preds, p.astype(np.float32))
     w = statistics.median(walls)
-    print(json.dumps(dict(route=a.child, n=a.n, threads=a.threads, wall_s=w, cpu_s=statistics.median(cpus),
+    print(json.dumps(dict(route=a.child, n=a.n, threads=a.threads, precision=a.precision, wall_s=w, cpu_s=statistics.median(cpus),
                           docs_per_s=a.n / w, walls=[round(x, 4) for x in walls], first_call_s=round(first, 3),
                           rss_before_mb=round(rss0, 1), peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1))))
 
-def run_child(a, route, n, threads, preds: Path) -> dict:
+def run_child(a, route, n, threads, preds: Path, precision: str) -> dict:
     cmd = ['nice', sys.executable, __file__, '--child', route, '--n', str(n), '--threads', str(threads), '--reps', str(a.reps),
+           '--precision', precision,
            '--pkg', str(a.pkg), '--data', str(a.data), '--preds', str(preds)]
     env = {**os.environ, 'OMP_NUM_THREADS': str(threads), 'PYTHONPATH': str(REPO)}
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO)
@@ -132,12 +140,14 @@ def markdown(R) -> str:
          f'DDTP descriptions, {m["tokens_per_doc"]:.0f} tokens per document on average. Batch size 32 in both routes; '
          'each run a fresh process, the routes alternating; median of '
          f'{m["reps"]} runs for 1 and 32 documents, one run for 10k; wall time.', '',
-         '| threads | precision | documents | ours docs/s | fastai docs/s | ours / fastai | argmax agreement | peak RSS ours / fastai (MB) |',
-         '|---|---|---|---|---|---|---|---|']
+         '| threads | precision | documents | ours docs/s | fastai docs/s | ours / fastai | argmax agreement ours vs fastai '
+         '| agreement with fp32 (ours / fastai) | peak RSS ours / fastai (MB) |',
+         '|---|---|---|---|---|---|---|---|---|']
     for r in R['runs']:
+        vs32 = f'{100 * r["ours_vs_fp32"]:.2f} % / {100 * r["fastai_vs_fp32"]:.2f} %' if 'ours_vs_fp32' in r else ''
         L.append(f'| {r["threads"]} | {r["precision"]} | {r["n"]:,} | {r["ours"]["docs_per_s"]:.1f} | {r["fastai"]["docs_per_s"]:.1f} | '
-                 f'**{r["ratio"]:.2f}** | {100 * r["agreement"]:.2f} % | {r["ours"]["peak_rss_mb"]:.0f} / {r["fastai"]["peak_rss_mb"]:.0f} |')
-    for p, why in R['skipped'].items(): L.append(f'| 1, 2 | {p} | all | skipped: {why} | | | | |')
+                 f'**{r["ratio"]:.2f}** | {100 * r["agreement"]:.2f} % | {vs32} | {r["ours"]["peak_rss_mb"]:.0f} / {r["fastai"]["peak_rss_mb"]:.0f} |')
+    for p, why in R['skipped'].items(): L.append(f'| 1, 2 | {p} | all | skipped: {why} | | | | | |')
     for k, c in R['alone'].items():
         L += ['', f'**Against each document alone** ({k}; fastai\'s model on the unpadded document, {c["n_checked"]} documents: '
               f'the {c["n_disagree"]} where the routes disagree plus a sample): ours agrees on {100 * c["ours_argmax_vs_alone"]:.1f} % '
@@ -158,6 +168,7 @@ def main():
     p.add_argument('--child', choices=['ours', 'fastai']); p.add_argument('--n', type=int); p.add_argument('--preds', type=Path)
     p.add_argument('--threads', type=int, nargs='+', default=[1, 2]); p.add_argument('--sizes', type=int, nargs='+', default=[1, 32, 10000])
     p.add_argument('--reps', type=int, default=5)
+    p.add_argument('--precision', default='fp32', help='(child runs) fp32 or bf16')
     p.add_argument('--data', type=Path, default=Path(os.environ.get('MULTIFIT_SHARED_DATA', REPO.parent/'shared'/'data')))
     p.add_argument('--lm', type=Path, default=LM); p.add_argument('--pkg', type=Path, default=None)
     p.add_argument('--work', type=Path, default=HERE/'work'/'predict'); p.add_argument('--out', type=Path, default=None)
@@ -185,33 +196,34 @@ def main():
     if not cpu_has_fast_bf16():
         R['skipped']['bf16'] = (f'this CPU has no native bf16 instructions (bf16 flags: {sorted(cpu_bf16_flags()) or "none"}; '
                                 '`cpu_has_fast_bf16()` is False), where bf16 runs slower than fp32')
+    precisions = ['fp32'] + (['bf16'] if cpu_has_fast_bf16() else [])
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
+        npy = lambda route, prec: Path(tmp)/f'{route}-{prec}.npy'
         for threads in a.threads:
             for i, n in enumerate(a.sizes):
-                res = {}
-                for route in (('ours', 'fastai') if i % 2 == 0 else ('fastai', 'ours')):
-                    res[route] = run_child(a, route, n, threads, Path(tmp)/f'{route}.npy')
-                    print(f'threads {threads} n {n} {route}: {res[route]["docs_per_s"]:.1f} docs/s, peak {res[route]["peak_rss_mb"]} MB', flush=True)
-                po, pf = np.load(Path(tmp)/'ours.npy'), np.load(Path(tmp)/'fastai.npy')
-                R['runs'].append(dict(threads=threads, precision='fp32', n=n, ours=res['ours'], fastai=res['fastai'],
-                                      ratio=res['ours']['docs_per_s'] / res['fastai']['docs_per_s'],
-                                      agreement=float((po.argmax(1) == pf.argmax(1)).mean())))
-                if n == max(a.sizes) and threads == a.threads[0]:
-                    R['alone'][f'{n:,} documents'] = alone_check(a.pkg, texts[:n], po, pf, 200 if not a.quick else 10)
+                for prec in precisions:
+                    res = {}
+                    for route in (('ours', 'fastai') if i % 2 == 0 else ('fastai', 'ours')):
+                        res[route] = run_child(a, route, n, threads, npy(route, prec), prec)
+                        print(f'threads {threads} {prec} n {n} {route}: {res[route]["docs_per_s"]:.1f} docs/s, '
+                              f'peak {res[route]["peak_rss_mb"]} MB', flush=True)
+                    po, pf = np.load(npy('ours', prec)), np.load(npy('fastai', prec))
+                    row = dict(threads=threads, precision=prec, n=n, ours=res['ours'], fastai=res['fastai'],
+                               ratio=res['ours']['docs_per_s'] / res['fastai']['docs_per_s'],
+                               agreement=float((po.argmax(1) == pf.argmax(1)).mean()))
+                    if prec != 'fp32':  # each route against its own fp32 predictions of the same documents
+                        row['ours_vs_fp32'] = float((po.argmax(1) == np.load(npy('ours', 'fp32')).argmax(1)).mean())
+                        row['fastai_vs_fp32'] = float((pf.argmax(1) == np.load(npy('fastai', 'fp32')).argmax(1)).mean())
+                    R['runs'].append(row)
+                    if n == max(a.sizes) and threads == a.threads[0] and prec == 'fp32':
+                        R['alone'][f'{n:,} documents'] = alone_check(a.pkg, texts[:n], po, pf, 200 if not a.quick else 10)
     R['meta']['bench_wall_s'] = round(time.perf_counter() - t0, 1)
     print(markdown(R))
     if out:
-        out.mkdir(parents=True, exist_ok=True)
-        (out/'predict.json').write_text(json.dumps(R, indent=1) + '\n')
-        (out/'predict.md').write_text(markdown(R))
+        from multifit_fastai.core import atomic_write_json, atomic_write_text
+        atomic_write_json(out/'predict.json', R); atomic_write_text(out/'predict.md', markdown(R))
         print(f'wrote {out}/predict.json and .md')
 
-def cpu_model():
-    try:
-        for line in Path('/proc/cpuinfo').read_text().splitlines():
-            if line.startswith('model name'): return line.split(':', 1)[1].strip()
-    except OSError: pass
-    return platform.processor() or 'unknown'
 
 if __name__ == '__main__': main()

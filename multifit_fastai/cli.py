@@ -74,7 +74,7 @@ def prediction_columns(pred: pd.DataFrame, taken) -> pd.DataFrame:
         names.append(n); taken.add(n)
     return pred.set_axis(names, axis=1)
 
-def predict_job(model, src=None, text_cols=('text',), out=None, bs=32) -> pd.DataFrame:
+def predict_job(model, src=None, text_cols=('text',), out=None, bs=32, precision='fp32') -> pd.DataFrame:
     "Predict with a classifier package: CSV in (or stdin lines), CSV out (or stdout): the input columns, then predictions"
     from multifit_fastai.data import read_table, read_csv_file
     stdin = src is None or str(src) == '-'
@@ -84,7 +84,7 @@ def predict_job(model, src=None, text_cols=('text',), out=None, bs=32) -> pd.Dat
     if stdin: df = pd.DataFrame({'text': _stdin_texts()})
     else: df = read_csv_file(Path(src), 'input')
     texts = df.text if stdin else read_table(df, list(text_cols), None, f'input file {src}').text
-    pred = prediction_columns(pkg.predict(list(texts), bs=bs), df.columns)
+    pred = prediction_columns(pkg.predict(list(texts), bs=bs, precision=precision), df.columns)
     res = pd.concat([df.reset_index(drop=True), pred], axis=1)
     if out:
         from multifit_fastai.core import atomic_write_text
@@ -110,16 +110,19 @@ DEMO_SENTENCES = ['Ein schnelles Rennspiel mit Raumschiffen und vielen Levels',
                   'Ein E-Mail-Client mit Unterstützung für IMAP und verschlüsselte Verbindungen',
                   'Texteditor mit Syntaxhervorhebung für LaTeX-Dokumente']
 
-def demo(out='runs/demo', size='demo', pretrain_epochs=1, finetune_epochs=2, clas_epochs=6, overwrite=True):
+def demo(out='runs/demo', size='demo', pretrain_epochs=1, finetune_epochs=2, clas_epochs=6, overwrite=True, precision='auto'):
     "MultiFiT's main job on the embedded German sample, with a TF-IDF baseline in the same run"
     from multifit_fastai.data import sample_data
     from multifit_fastai.pipeline import MultiFiT
+    from multifit_fastai.precision import resolve_precision
     import torch
     sd, t_all = sample_data(), time.time()
     _log(f'embedded German sample: {len(sd.train)} labelled train / {len(sd.valid)} valid descriptions, '
-         f'corpus {sd.corpus_path.name}; torch threads {torch.get_num_threads()}')
+         f'corpus {sd.corpus_path.name}; torch threads {torch.get_num_threads()}, '
+         f'precision {resolve_precision(precision)}')
     exp = MultiFiT(out, lang='de', size=size)
-    res = exp.main_job(sd.corpus(), sd.train, sd.valid, pretrain_epochs, finetune_epochs, clas_epochs, overwrite, log=_log)
+    res = exp.main_job(sd.corpus(), sd.train, sd.valid, pretrain_epochs, finetune_epochs, clas_epochs, overwrite, log=_log,
+                       precision=precision)
     rep, base, times = res['evaluation'], res['tfidf'], res['seconds']
     print(f'\nvalidation accuracy on {len(sd.valid)} German DDTP descriptions (8 topics):')
     print(f'  MultiFiT ({size} size)         {rep["accuracy"]:.3f}   macro-F1 {rep["macro_f1"]:.3f}')
@@ -212,6 +215,11 @@ def _pos_int(s: str) -> int:
     if v < 1: raise argparse.ArgumentTypeError(f'must be at least 1, got {v}')
     return v
 
+def _add_precision(p, default='fp32'):
+    p.add_argument('--precision', default=default, choices=('fp32', 'bf16', 'fp16', 'auto'),
+                   help='bf16: a CPU with native bf16 (avx512_bf16/AMX) or a GPU; fp16: a GPU; auto: bf16 where it is '
+                        'native here, else fp32 (default: %(default)s)')
+
 def _add_exp_args(p):
     p.add_argument('--exp', type=Path, required=True, help='experiment directory (created if missing)')
     p.add_argument('--lang', default='xx', help="language code ('ja'/'zh' get CJK tokenizer settings)")
@@ -257,12 +265,13 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument('--vocab-sz', type=_pos_int, help='tokenizer size (default: the size preset\'s)')
     pr.add_argument('--save-every', type=_pos_int, metavar='N', help='also checkpoint every N optimizer steps')
     pr.add_argument('--resume', action='store_true', help='continue from the checkpoint of an interrupted run (same settings)')
-    pr.add_argument('--precision', default='fp32', choices=('fp32', 'fp16', 'bf16'), help='mixed precision needs a GPU (default: %(default)s)')
+    _add_precision(pr)
     _add_exp_args(pr)
     ft = sub.add_parser('finetune', help='fine-tune the language model on the task\'s texts',
                         description='Fine-tune the experiment\'s LM on the task texts (CSV with --text-col, or text/.gz).')
     ft.add_argument('texts', type=Path, help='CSV or text/.gz file')
     ft.add_argument('--text-col', nargs='+', default=['text'], help='text column(s) of a CSV')
+    _add_precision(ft)
     _add_exp_args(ft)
     cl = sub.add_parser('classify', help='train the classifier on labelled data',
                         description='Train the classifier from the experiment\'s LM on a labelled CSV.')
@@ -270,7 +279,7 @@ def _parser() -> argparse.ArgumentParser:
     cl.add_argument('--valid', type=Path, help='labelled validation CSV (default: 10 %% of train, stratified)')
     cl.add_argument('--text-col', nargs='+', default=['text'], help='text column(s); several are joined with field markers')
     cl.add_argument('--label-col', default='label', help='label column (default: %(default)s)')
-    cl.add_argument('--precision', default='fp32', choices=('fp32', 'fp16', 'bf16'), help='mixed precision needs a GPU (default: %(default)s)')
+    _add_precision(cl)
     _add_exp_args(cl)
     ev = sub.add_parser('evaluate', help='accuracy, macro-F1 and a per-class table on labelled data')
     ev.add_argument('data', type=Path, help='labelled CSV')
@@ -281,6 +290,7 @@ def _parser() -> argparse.ArgumentParser:
     pd_.add_argument('input', nargs='?', default='-', help='CSV file, or - (default) for one text per line on stdin')
     pd_.add_argument('--model', type=Path, required=True, help='classifier package or experiment directory')
     pd_.add_argument('--text-col', nargs='+', default=['text']); pd_.add_argument('--out', type=Path, help='output CSV (default: stdout)')
+    _add_precision(pd_)
     d = sub.add_parser('demo', help='the whole recipe on the embedded German sample',
                        description='Tokenizer, LM pretraining, fine-tuning and classifier on the embedded German '
                                    'sample, with a TF-IDF baseline in the same run (no network, no extra data).')
@@ -288,6 +298,7 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument('--size', default='demo', help='model size: demo (default), cpu-small or paper')
     d.add_argument('--pretrain-epochs', type=_pos_int, default=1); d.add_argument('--finetune-epochs', type=_pos_int, default=2)
     d.add_argument('--clas-epochs', type=_pos_int, default=6)
+    _add_precision(d, 'auto')
     cv = sub.add_parser('convert', help='convert a released fastai-v1 MultiFiT model into a package',
                         description='Convert an original MultiFiT model directory (lm_best.pth, itos.pkl, spm.model) '
                                     'into a multifit_fastai LM package (safe loading: no arbitrary unpickling).')
@@ -344,16 +355,16 @@ def _run(a):
         check_input_file(a.texts, 'texts file')
         exp = _exp(a, 'finetune_lm')
         src = list(read_table(a.texts, a.text_col, None, 'texts', allow_empty=True).text) if is_csv(a.texts) else a.texts
-        exp.finetune_lm(src, epochs=a.epochs, overwrite=a.overwrite)
+        exp.finetune_lm(src, epochs=a.epochs, overwrite=a.overwrite, precision=a.precision)
     elif a.cmd == 'classify':
         _inputs([a.train] + ([a.valid] if a.valid else []), 'labelled CSV')
         _exp(a, 'classifier').train_classifier(a.train, valid=a.valid, epochs=a.epochs, text_cols=a.text_col,
                                                label_col=a.label_col, overwrite=a.overwrite, precision=a.precision)
     elif a.cmd == 'evaluate': evaluate_job(a.model, a.data, a.text_col, a.label_col, a.confusion_png)
-    elif a.cmd == 'predict': predict_job(a.model, a.input, a.text_col, a.out)
+    elif a.cmd == 'predict': predict_job(a.model, a.input, a.text_col, a.out, precision=a.precision)
     elif a.cmd == 'demo':
         check_output_dir(a.out, 'demo folder (--out)')
-        demo(a.out, a.size, a.pretrain_epochs, a.finetune_epochs, a.clas_epochs)
+        demo(a.out, a.size, a.pretrain_epochs, a.finetune_epochs, a.clas_epochs, precision=a.precision)
     elif a.cmd == 'convert':
         from multifit_fastai.convert import convert_multifit_v1, ConversionError
         from multifit_fastai.package import check_package_dest

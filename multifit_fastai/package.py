@@ -15,6 +15,7 @@ from .tokenizer import SPTokenizer, PAD_ID, get_tokenizer
 from .presets import MultiFiTPreset, ARCHS
 from .qrnn import _recur
 from .models import AWD_QRNN
+from .precision import autocast_context
 
 # %% auto #0
 __all__ = ['PKG_FORMAT', 'PKG_VERSION', 'MAX_CONFIG_BYTES', 'PREDICT_CHUNK', 'check_package_dest', 'write_package',
@@ -303,7 +304,8 @@ def _right_padded(ids, rows, max_len: int) -> tuple:
 @torch.inference_mode()
 def predict_texts(model: nn.Module, tok: SPTokenizer, texts, labels=None, bs: int = 32, bptt: int = 70,
                   max_len: int | None = None, # read only the last `max_len` ids of each text (what the classifier pools)
-                  table=None                  # `layer0_table(encoder)`, or None: the encoder's own first layer
+                  table=None,                 # `layer0_table(encoder)`, or None: the encoder's own first layer
+                  precision: str = 'fp32'     # 'fp32', 'bf16' (a CPU with native bf16, or a GPU) or 'auto'
                  ) -> pd.DataFrame:
     "Class probabilities of a classifier `model` for `texts`, as a DataFrame (`label`, `probability`, one column per class)"
     texts = list(texts)
@@ -315,7 +317,7 @@ def predict_texts(model: nn.Module, tok: SPTokenizer, texts, labels=None, bs: in
         order = np.argsort(-ids.lens, kind='stable')
         for i in range(0, len(order), bs):
             x, lens = _right_padded(ids, order[i:i + bs], max_len or 1 << 62)
-            out = head(_pooled(enc, x.to(dev), lens.to(dev), bptt, table))
+            with autocast_context(precision, dev.type): out = head(_pooled(enc, x.to(dev), lens.to(dev), bptt, table))
             probs[c + torch.as_tensor(order[i:i + bs])] = torch.softmax(out.float(), -1).cpu()
     labels = labels or [str(i) for i in range(probs.shape[1])]
     df = pd.DataFrame(probs.numpy(), columns=labels)
@@ -326,11 +328,12 @@ def predict_texts(model: nn.Module, tok: SPTokenizer, texts, labels=None, bs: in
 @patch
 def predict(self: MultiFiTPackage, texts,
             bs: int = 32,      # texts per batch
-            table: bool = True # the first layer as a table look-up (built once, see `layer0_table`)
+            table: bool = True,     # the first layer as a table look-up (built once, see `layer0_table`)
+            precision: str = 'fp32' # 'bf16' or 'auto': bf16 products where the CPU has them (see `resolve_precision`)
            ) -> pd.DataFrame:
     "Predict labels and probabilities for `texts` with this classifier package"
     if self.kind != 'classifier': raise PackageError(f'{self.path} is a language model, not a classifier')
     if not hasattr(self, '_model'): self._model = self.model()
     if table and not hasattr(self, '_table'): self._table = layer0_table(_encoder_of(self._model))
     return predict_texts(self._model, self.tokenizer, texts, self.labels, bs=bs, bptt=self.config['bptt'],
-                         max_len=self.config['max_len'], table=self._table if table else None)
+                         max_len=self.config['max_len'], table=self._table if table else None, precision=precision)

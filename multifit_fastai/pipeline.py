@@ -348,7 +348,7 @@ def tfidf_baseline(train: pd.DataFrame, valid: pd.DataFrame, C: float = 10.) -> 
 @patch_to(MultiFiT)
 def main_job(self, corpus, train, valid,   # unlabelled texts; labelled train and valid tables
              pretrain_epochs: int = 1, finetune_epochs: int = 2, clas_epochs: int = 6, overwrite: bool = False,
-             log=print) -> dict:
+             log=print, precision: str = 'fp32') -> dict:
     "MultiFiT's main job: tokenizer, LM pretraining on `corpus`, LM fine-tuning on the task's texts, classifier, evaluation, TF-IDF"
     times, small = {}, self.size != 'paper'  # small models on little data need more, larger steps
     def stage(name, f):
@@ -356,10 +356,10 @@ def main_job(self, corpus, train, valid,   # unlabelled texts; labelled train an
         log(f'== {name}: {times[name]:.0f}s'); return r
     train, valid = read_table(train, what='train'), read_table(valid, what='valid')
     stage('tokenizer', lambda: self.train_tokenizer(list(corpus) + list(train.text), overwrite=overwrite))
-    stage('pretrain LM', lambda: self.pretrain_lm(list(corpus), epochs=pretrain_epochs, overwrite=overwrite, **(dict(bs=16, lr=1e-2) if small else {})))
+    stage('pretrain LM', lambda: self.pretrain_lm(list(corpus), epochs=pretrain_epochs, overwrite=overwrite, precision=precision, **(dict(bs=16, lr=1e-2) if small else {})))
     stage('fine-tune LM', lambda: self.finetune_lm(list(train.text), valid=list(valid.text), epochs=finetune_epochs,
-                                                   overwrite=overwrite, **(dict(bs=16, lr=5e-3) if small else {})))
-    stage('classifier', lambda: self.train_classifier(train, valid=valid, epochs=clas_epochs, overwrite=overwrite,
+                                                   overwrite=overwrite, precision=precision, **(dict(bs=16, lr=5e-3) if small else {})))
+    stage('classifier', lambda: self.train_classifier(train, valid=valid, epochs=clas_epochs, overwrite=overwrite, precision=precision,
                                                       **(dict(lr=1e-2, lr_low=None) if small else {})))
     rep = stage('evaluate', lambda: self.evaluate(valid, confusion_png=self.path/'confusion.png'))
     base = stage('TF-IDF baseline', lambda: tfidf_baseline(train, valid))

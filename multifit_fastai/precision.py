@@ -9,9 +9,11 @@ from pathlib import Path
 import torch
 from fastai.callback.core import Callback
 from fastai.torch_core import to_float, one_param
+from .core import MultiFiTError
 
 # %% auto #0
-__all__ = ['PRECISIONS', 'cpu_bf16_flags', 'cpu_has_fast_bf16', 'CPUBFloat16', 'set_precision', 'autocast_context']
+__all__ = ['PRECISIONS', 'cpu_bf16_flags', 'cpu_has_fast_bf16', 'CPUBFloat16', 'resolve_precision', 'set_precision',
+           'autocast_context']
 
 # %% ../nbs/04b_precision.ipynb #6b8ea92d
 def cpu_bf16_flags() -> set:
@@ -43,27 +45,36 @@ class CPUBFloat16(Callback):
     def after_fit(self): self._leave()
 
 # %% ../nbs/04b_precision.ipynb #e73da1f2
-PRECISIONS = ('fp32', 'bf16', 'fp16')
+PRECISIONS = ('fp32', 'bf16', 'fp16', 'auto')
 
 def _device_type(learn) -> str:
     try: return one_param(learn.model).device.type
     except StopIteration: return 'cpu'
 
-def _check_precision(precision: str, device_type: str, allow_slow: bool = False):
-    if precision not in PRECISIONS: raise ValueError(f'precision must be one of {PRECISIONS}, got {precision!r}')
-    if precision == 'fp32' or device_type == 'cuda': return
-    if precision == 'fp16': raise ValueError('fp16 mixed precision needs a CUDA GPU; on a CPU use bf16 (where supported) or fp32')
+def resolve_precision(precision: str = 'auto', # 'auto': the fastest correct one here
+                      device_type: str = 'cpu') -> str:
+    "`precision`, with 'auto' made concrete: bf16 on a CPU with native bf16 or a GPU that has it, else fp32"
+    if precision not in PRECISIONS: raise MultiFiTError(f'precision must be one of {PRECISIONS}, got {precision!r}')
+    if precision != 'auto': return precision
+    if device_type == 'cuda': return 'bf16' if torch.cuda.is_bf16_supported() else 'fp32'
+    return 'bf16' if cpu_has_fast_bf16() else 'fp32'
+
+def _check_precision(precision: str, device_type: str, allow_slow: bool = False) -> str:
+    precision = resolve_precision(precision, device_type)
+    if precision == 'fp32' or device_type == 'cuda': return precision
+    if precision == 'fp16': raise MultiFiTError('fp16 mixed precision needs a CUDA GPU; on a CPU use bf16 (where supported) or fp32')
     if not (cpu_has_fast_bf16() or allow_slow):
-        raise ValueError('bf16 needs a CPU with native bf16 instructions (avx512_bf16 or AMX); this one has none, so bf16 '
-                         'would run slower than fp32 here: use precision fp32')
+        raise MultiFiTError('bf16 needs a CPU with native bf16 instructions (avx512_bf16 or AMX); this one has none, so bf16 '
+                         'would run slower than fp32 here: use precision fp32 (or auto)')
+    return precision
 
 def set_precision(learn,                  # a fastai `Learner`
-                  precision: str = 'fp32',# 'fp32', 'bf16' (GPU, or a CPU with native bf16) or 'fp16' (GPU)
+                  precision: str = 'fp32',# 'fp32', 'bf16' (GPU, or a CPU with native bf16), 'fp16' (GPU) or 'auto'
                   allow_slow: bool = False # accept bf16 on a CPU that only emulates it
                  ):
     "Train `learn` in `precision`: fastai's `MixedPrecision` on CUDA, `CPUBFloat16` on a CPU"
     dev = _device_type(learn)
-    _check_precision(precision, dev, allow_slow)
+    precision = _check_precision(precision, dev, allow_slow)
     if precision == 'fp32': return learn
     if dev == 'cuda': return learn.to_fp16() if precision == 'fp16' else learn.to_bf16()
     learn.add_cb(CPUBFloat16())
@@ -71,6 +82,6 @@ def set_precision(learn,                  # a fastai `Learner`
 
 def autocast_context(precision: str = 'fp32', device_type: str = 'cpu', allow_slow: bool = False):
     "A context manager running inference in `precision` on `device_type` (a no-op for fp32)"
-    _check_precision(precision, device_type, allow_slow)
+    precision = _check_precision(precision, device_type, allow_slow)
     if precision == 'fp32': return contextlib.nullcontext()
     return torch.autocast(device_type, dtype=torch.bfloat16 if precision == 'bf16' else torch.float16)

@@ -48,6 +48,17 @@ def test_full_cycle(exp, files):
     out = pd.read_csv(__import__('io').StringIO(r.stdout))
     assert list(out.text) == ['Ein Spiel', 'Ein Editor für Texte']
 
+def test_precision(exp, files):
+    "--precision auto runs everywhere (bf16 where the CPU has it natively); bf16 elsewhere is a one-line error"
+    from multifit_fastai.precision import cpu_has_fast_bf16
+    ref = pd.read_csv(__import__('io').StringIO(run('predict', files/'valid.csv', '--model', exp).stdout))
+    out = pd.read_csv(__import__('io').StringIO(run('predict', files/'valid.csv', '--model', exp, '--precision', 'auto').stdout))
+    assert (out.pred_probability - ref.pred_probability).abs().max() < 0.05
+    r = run('predict', files/'valid.csv', '--model', exp, '--precision', 'bf16', ok=cpu_has_fast_bf16())
+    if not cpu_has_fast_bf16():
+        assert r.returncode == 2 and 'native bf16' in r.stderr.strip().splitlines()[-1] and 'Traceback' not in r.stderr
+    assert '--precision' in run('finetune', '--help').stdout and '--precision' in run('demo', '--help').stdout
+
 @pytest.mark.parametrize('args,msg', [
     (['classify', '{d}/train.csv', '--exp', '{d}/e2', '--label-col', 'topic'], "no label column 'topic'"),
     (['classify', '{d}/empty.csv', '--exp', '{d}/e2'], 'is empty'),
