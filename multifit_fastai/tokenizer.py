@@ -243,7 +243,7 @@ def train(cls,
           lang: str = 'xx',                   # language code: 'ja'/'zh' get CJK coverage and byte fallback
           vocab_sz: int = 15000,              # number of pieces, special tokens included
           rules=True,                         # text rules applied before SentencePiece (True/False/list of names)
-          character_coverage: float | None = None, # default 1.0, or 0.9995 for CJK
+          character_coverage: float | None = None, # default 0.9998, or 0.9995 for CJK
           byte_fallback: bool | None = None,  # default: on for CJK
           model_type: str = 'unigram',        # SentencePiece model type
           max_sentences: int = 2_000_000,     # above this, a seeded random sample of lines is used
@@ -253,7 +253,7 @@ def train(cls,
           **kwargs):                          # passed on to `SentencePieceTrainer.train`
     "Train a SentencePiece model with fastai's special tokens at fixed ids, in memory"
     cjk = lang.lower() in CJK_LANGS
-    if character_coverage is None: character_coverage = 0.9995 if cjk else 1.0
+    if character_coverage is None: character_coverage = 0.9995 if cjk else 0.9998
     if byte_fallback is None: byte_fallback = cjk
     fns = _rule_fns(rules)
     chunks = iter(lambda it=iter_text_lines(texts_or_files): list(itertools.islice(it, 8192)), [])

@@ -29,7 +29,7 @@ def test_round_trip_real_text(toks, lang):
     valid = list(pd.read_csv(ddtp_path(lang, 'valid')).text)
     ids = tok.encode_batch(valid)
     clean = [(t, o) for t, o in zip(valid, ids) if UNK_ID not in o.tolist()]
-    # ja/zh have byte fallback: never an unknown token; alphabetic languages have full character coverage
+    # ja/zh have byte fallback: never an unknown token; alphabetic languages lose only the rarest 0.02 % of characters
     if lang in ('ja', 'zh'): assert len(clean) == len(valid)
     else: assert len(clean) >= 0.9 * len(valid), (len(clean), len(valid))
     for text, o in clean: assert tok.decode(o) == _expected(tok, text), text[:80]
@@ -52,7 +52,7 @@ def test_special_ids_fixed(toks):
             assert tok.encode_text(t) == [i], (lang, t)
         assert tok.sp.pad_id() == PAD_ID and tok.sp.unk_id() == UNK_ID
     assert toks['ja'].meta['character_coverage'] == 0.9995 and toks['ja'].meta['byte_fallback']
-    assert toks['de'].meta['character_coverage'] == 1.0 and not toks['de'].meta['byte_fallback']
+    assert toks['de'].meta['character_coverage'] == 0.9998 and not toks['de'].meta['byte_fallback']
 
 def test_save_load_moved(toks, tmp_path):
     tok = toks['ru']
