@@ -30,6 +30,7 @@ from pathlib import Path
 import pandas as pd, torch
 from multifit_fastai.pipeline import MultiFiT, tfidf_baseline, read_mldoc
 from multifit_fastai.core import read_lines, atomic_write_json, atomic_write_text
+from multifit_fastai.precision import resolve_precision
 from multifit_fastai.package import load_package
 
 HERE = Path(__file__).resolve().parent
@@ -250,7 +251,7 @@ def main():
     ap.add_argument('--clas-lr', type=float, default=1e-2)
     ap.add_argument('--clas-flat', type=int, default=1, help="1: one flat classifier lr; 0: the paper's slice(lr/2.6**4, 2e-2)")
     ap.add_argument('--bptt', type=int, default=70)
-    ap.add_argument('--precision', default='fp32', choices=('fp32', 'bf16'), help='bf16 needs a CPU with native bf16')
+    ap.add_argument('--precision', default='auto', choices=('fp32', 'bf16', 'auto'), help='auto: bf16 where the CPU has it natively, else fp32 (default)')
     ap.add_argument('--work', type=Path, default=HERE/'work'/'ddtp')
     ap.add_argument('--quick', action='store_true', help='tiny run of every path (minutes)')
     ap.add_argument('--out', type=Path, default=HERE/'results')
@@ -266,7 +267,7 @@ def main():
                 max_unlabelled=a.max_unlabelled, pretrain_epochs=a.pretrain_epochs, finetune_epochs=a.finetune_epochs,
                 in_domain_epochs=a.in_domain_epochs, task_finetune_epochs=a.task_finetune_epochs, clas_epochs=a.clas_epochs,
                 bptt=a.bptt, lm_bs=a.lm_bs, lm_lr=a.lm_lr, ft_lr=a.ft_lr, clas_bs=a.clas_bs, clas_lr=a.clas_lr,
-                clas_flat=a.clas_flat, seeds=a.seeds, epoch_valid=a.epoch_valid, min_steps_100=a.min_steps_100, levers=a.levers, precision=a.precision)
+                clas_flat=a.clas_flat, seeds=a.seeds, epoch_valid=a.epoch_valid, min_steps_100=a.min_steps_100, levers=a.levers, precision=resolve_precision(a.precision))
     stem = 'ddtp_quick' if a.quick else ('mldoc' if a.mldoc else 'ddtp')
     res = Results(a.out/f'{stem}.json', meta)
     for lang in a.langs:
