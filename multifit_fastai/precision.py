@@ -5,10 +5,13 @@
 # %% ../nbs/04b_precision.ipynb #d0f06c9c
 from __future__ import annotations
 import contextlib, platform
+from functools import partial
 from pathlib import Path
-import torch
+import torch, torch.nn.functional as F
+from fastcore.basics import store_attr
 from fastai.callback.core import Callback
 from fastai.torch_core import to_float, one_param
+from fastai.text.models.core import LinearDecoder
 from .core import MultiFiTError
 
 # %% auto #0
@@ -30,10 +33,21 @@ def cpu_has_fast_bf16() -> bool:
     return bool(onednn and (cpu_bf16_flags() or platform.system() != 'Linux'))
 
 # %% ../nbs/04b_precision.ipynb #747d5812
+def _fp32_forward(dec, input):
+    "`LinearDecoder.forward` with its product in fp32, whatever autocast says"
+    with torch.autocast('cpu', enabled=False):
+        dp = dec.output_dp(input)
+        return F.linear(dp.float(), dec.decoder.weight, dec.decoder.bias), input, dp
+
 class CPUBFloat16(Callback):
     "bf16 mixed precision on the CPU: fp32 master weights, bf16 matrix products (forward and backward), fp32 loss"
     order = 10  # as fastai's `MixedPrecision`
-    def before_fit(self): self.autocast = None
+    def __init__(self, fp32_decoder: bool = True): # keep an LM's decoder (logits) in fp32
+        store_attr()
+    def before_fit(self):
+        self.autocast = None
+        self.decoders = [m for m in self.learn.model.modules() if isinstance(m, LinearDecoder)] if self.fp32_decoder else []
+        for m in self.decoders: m.forward = partial(_fp32_forward, m)  # on the instance only, for this fit
     def before_batch(self):
         self.autocast = torch.autocast('cpu', dtype=torch.bfloat16)
         self.autocast.__enter__()
@@ -42,7 +56,9 @@ class CPUBFloat16(Callback):
         if self.autocast is not None: self.autocast.__exit__(None, None, None); self.autocast = None
     def after_loss(self): self._leave()
     def after_cancel_batch(self): self._leave()
-    def after_fit(self): self._leave()
+    def after_fit(self):
+        self._leave()
+        for m in self.decoders: del m.forward
 
 # %% ../nbs/04b_precision.ipynb #e73da1f2
 PRECISIONS = ('fp32', 'bf16', 'fp16', 'auto')
