@@ -60,7 +60,7 @@ def matmul_gflops(dtype, threads, n=5):
     for _ in range(n): a @ b.T
     return round(2 * 2240 * 800 * 4650 / ((time.perf_counter() - t0) / n) / 1e9, 1)
 
-def quality(precision, budget_steps, threads):
+def quality(precision, budget_steps, threads, seed=0):
     "Validation perplexity of the demo LM after `budget_steps` on the embedded corpus (same init and batches)"
     import pandas as pd, random, numpy as np
     from multifit_fastai.data import sample_data
@@ -69,15 +69,15 @@ def quality(precision, budget_steps, threads):
     sd = sample_data()
     texts = sd.corpus()
     tok = SPTokenizer.train(texts, lang='de', vocab_sz=8000)
-    random.seed(0); np.random.seed(0); torch.manual_seed(0)
+    random.seed(seed); np.random.seed(seed); torch.manual_seed(seed)
     dls = text_dataloaders(tok, pd.DataFrame({'text': texts[:-300]}), pd.DataFrame({'text': texts[-300:]}), bs=32, seq_len=70)
-    learn = multifit_lm_learner(dls, preset='pretrain', size='demo', seed=0, bs=32)
+    learn = multifit_lm_learner(dls, preset='pretrain', size='demo', seed=seed, bs=32)
     if precision == 'bf16': set_precision(learn, 'bf16', allow_slow=True)
     n_epochs = max(1, -(-budget_steps // len(dls.train)))
     t0 = time.time()
     learn.fit_one_cycle(n_epochs, 5e-3)
     loss = float(learn.validate()[0])
-    return dict(steps=int(learn.train_iter) if hasattr(learn, 'train_iter') else None, epochs=n_epochs,
+    return dict(steps=n_epochs * len(dls.train), epochs=n_epochs,
                 valid_perplexity=round(float(torch.exp(torch.tensor(loss))), 2), seconds=round(time.time() - t0, 1))
 
 def main():
@@ -86,6 +86,8 @@ def main():
     ap.add_argument('--bs', type=int, default=32); ap.add_argument('--budget-steps', type=int, default=150)
     ap.add_argument('--sizes', nargs='+', default=['demo', 'paper']); ap.add_argument('--threads', nargs='+', type=int, default=[1, 2])
     ap.add_argument('--skip-quality', action='store_true')
+    ap.add_argument('--skip-speed', action='store_true', help='keep the speed results already in --out')
+    ap.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2], help='seeds of the quality runs (init and batches)')
     ap.add_argument('--out', type=Path, default=HERE/'results')
     a = ap.parse_args()
     res = dict(machine=f'{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, '
@@ -94,7 +96,12 @@ def main():
                shape=f'LM step, batch {a.bs} x bptt 70', matmul={}, speed={}, quality={})
     def save():
         atomic_write_json(a.out/'cpu_bf16.json', res); atomic_write_text(a.out/'cpu_bf16.md', md(res))
-    for th in a.threads:
+    if a.skip_speed and (a.out/'cpu_bf16.json').is_file():
+        old = json.loads((a.out/'cpu_bf16.json').read_text())
+        res.update(matmul=old['matmul'], speed=old['speed'], speed_date=old.get('speed_date', old['date']))
+        a.threads, a.sizes = [int(k.split()[0]) for k in old['matmul']][-1:], []
+    else: res['speed_date'] = res['date']
+    for th in (a.threads if not a.skip_speed else []):
         res['matmul'][f'{th} thread(s)'] = {str(dt).split('.')[-1]: matmul_gflops(dt, th) for dt in (torch.float32, torch.bfloat16)}
     save()
     for size in a.sizes:
@@ -106,9 +113,13 @@ def main():
                 bf16_speedup=round(t['fp32'] / t['bf16'], 2))
             save(); print(res['speed'], flush=True)
     if not a.skip_quality:
-        for p in ('fp32', 'bf16'): res['quality'][p] = quality(p, a.budget_steps, max(a.threads)); save()
+        for seed in a.seeds:
+            for p in ('fp32', 'bf16'):  # the two precisions from the same init and batches, seed by seed
+                res['quality'].setdefault(p, {})[str(seed)] = quality(p, a.budget_steps, max(a.threads), seed); save()
+                print(p, seed, res['quality'][p][str(seed)], flush=True)
         q = res['quality']
-        res['quality']['bf16_vs_fp32_perplexity'] = round(q['bf16']['valid_perplexity'] / q['fp32']['valid_perplexity'] - 1, 4)
+        m = {p: statistics.mean(v['valid_perplexity'] for v in q[p].values()) for p in ('fp32', 'bf16')}
+        q['bf16_vs_fp32_perplexity'] = round(m['bf16'] / m['fp32'] - 1, 4)
     save()
     print(md(res))
 
@@ -121,9 +132,18 @@ def md(r):
     rows += [f"| {k} | {v['fp32_s']} | {v['bf16_s']} | {v['fp32_tokens_s']} | {v['bf16_tokens_s']} | {v['bf16_speedup']}x |" for k, v in r['speed'].items()]
     q = r.get('quality', {})
     if 'fp32' in q and 'bf16' in q:
-        rows += ['', f"Demo LM, same init and batches, {q['fp32']['epochs']} epoch(s) on the embedded corpus: validation perplexity "
-                 f"fp32 {q['fp32']['valid_perplexity']} ({q['fp32']['seconds']} s), bf16 {q['bf16']['valid_perplexity']} "
-                 f"({q['bf16']['seconds']} s): bf16 {100 * q.get('bf16_vs_fp32_perplexity', 0):+.1f} %."]
+        def ms(p, k):
+            v = [x[k] for x in q[p].values()]
+            return f"{statistics.mean(v):.2f} ± {statistics.stdev(v) if len(v) > 1 else 0.:.2f}"
+        first = next(iter(q['fp32'].values()))
+        steps = f"({first['steps']} steps) " if first.get('steps') else ''
+        rows += ['', f"Demo LM (emb 256, hidden 640, 3 layers, vocab 8k, batch 32 x bptt 70), {first['epochs']} epoch(s) "
+                 f"{steps}on the embedded corpus, fp32 and bf16 from the same init and batches, seeds "
+                 f"{', '.join(q['fp32'])}:", '',
+                 '| precision | validation perplexity (mean ± sd) | per seed | seconds (mean ± sd) |', '|---|---|---|---|']
+        rows += [f"| {p} | {ms(p, 'valid_perplexity')} | {' / '.join(str(x['valid_perplexity']) for x in q[p].values())} | "
+                 f"{ms(p, 'seconds')} |" for p in ('fp32', 'bf16')]
+        rows += ['', f"bf16 vs fp32 mean perplexity: {100 * q.get('bf16_vs_fp32_perplexity', 0):+.1f} %."]
     return '\n'.join(rows) + '\n'
 
 if __name__ == '__main__': main()
