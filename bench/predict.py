@@ -16,7 +16,7 @@ documents. Both routes use batch size 32, in fp32 and, where the CPU has native 
 alone by fastai's model (no padding) on the documents where they differ and on a sample.
 """
 from __future__ import annotations
-import argparse, datetime as dt, json, os, platform, resource, statistics, subprocess, sys, tempfile, time
+import argparse, datetime as dt, json, os, platform, statistics, subprocess, sys, tempfile, time
 from pathlib import Path
 import numpy as np
 from machine import cpu_model
@@ -25,9 +25,10 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 LM = HERE/'work'/'ddtp'/'de-subword-in_domain'/'lm_finetuned'  # bench/ddtp.py's in-domain LM, when it exists
 
-def rss_mb() -> float:
+def rss_mb(field: str = 'VmRSS') -> float:
+    "Resident memory now (VmRSS) or its peak (VmHWM: this process image's own, unlike ru_maxrss, which keeps the peak of the process it was forked from)"
     for l in open('/proc/self/status'):
-        if l.startswith('VmRSS:'): return int(l.split()[1]) / 1024
+        if l.startswith(field + ':'): return int(l.split()[1]) / 1024
     return float('nan')
 
 def load_texts(data: Path, n: int) -> list:
@@ -102,7 +103,7 @@ def child(a):
     w = statistics.median(walls)
     print(json.dumps(dict(route=a.child, n=a.n, threads=a.threads, precision=a.precision, wall_s=w, cpu_s=statistics.median(cpus),
                           docs_per_s=a.n / w, walls=[round(x, 4) for x in walls], first_call_s=round(first, 3),
-                          rss_before_mb=round(rss0, 1), peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1))))
+                          rss_before_mb=round(rss0, 1), peak_rss_mb=round(rss_mb('VmHWM'), 1))))
 
 def run_child(a, route, n, threads, preds: Path, precision: str) -> dict:
     cmd = ['nice', sys.executable, __file__, '--child', route, '--n', str(n), '--threads', str(threads), '--reps', str(a.reps),
