@@ -87,10 +87,10 @@ def test_soft_student_distills(sample):
     sd, tok, lm, gold = sample
     pseudo = pseudo_label(NoisyOracle(gold, 0.7, classes=sd.labels, seed=2), sd.train.text[:400], kind='soft')
     dls = student_dataloaders(tok, pseudo, sd.valid[:80], kind='soft', bs=16, seq_len=24)
-    learn = train_student(dls, lm, epochs=3)
+    learn = train_student(dls, lm, epochs=6)
     assert type(learn.loss_func).__name__ == 'LabelSmoothingLoss' and learn.metrics[0].name == 'soft_accuracy'
-    losses = _losses(learn)
-    assert np.mean(losses[-5:]) < np.mean(losses[:5])
+    losses = _losses(learn)  # 3 epochs left this near-chance tiny student flat under one of two tokenizers: 6 learn under both
+    assert np.mean(losses[-5:]) < np.mean(losses[:5]), (losses[:5], losses[-5:])
     # validation targets are the gold labels (one-hot), so soft_accuracy is plain accuracy against gold
     # (compared on the same forward pass: with a near-chance tiny model, another batching can flip near-ties)
     with learn.no_bar():
