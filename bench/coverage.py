@@ -12,7 +12,7 @@ the summed cross-entropy over the predicted ids divided by the characters of the
 Run:   OMP_NUM_THREADS=2 .venv/bin/python bench/coverage.py [--langs de ru] [--paragraphs 20000] [--epochs 1]
 Writes bench/results/coverage.{json,md}; the experiments stay in bench/work/coverage/ (rerunning reuses them).
 """
-import argparse, math, os, platform, time
+import argparse, json, math, os, statistics, time
 from datetime import date
 from pathlib import Path
 import pandas as pd, torch
@@ -33,7 +33,7 @@ def score(exp: MultiFiT, texts: list, bs: int = 32) -> dict:
     learn = multifit_lm_learner(dls, preset=exp.preset('pretrain'), pretrained=exp.stage_path('pretrain'))
     loss, acc, ppl = map(float, learn.validate(dl=dls.valid))
     ids = tok.encode_batch(texts)
-    n_ids = int(ids.lens.sum()) if hasattr(ids, 'lens') else sum(len(i) for i in ids)
+    n_ids = int(ids.lens.sum())
     n_unk = int(sum(int((torch.as_tensor(i) == UNK_ID).sum()) for i in ids))
     n_chars = sum(len(t) for t in texts)
     return dict(loss_per_id=round(loss, 4), perplexity=round(ppl, 2), accuracy=round(acc, 4), ids=n_ids,
@@ -63,9 +63,7 @@ def run_lang(a, lang: str, res: dict):
         print(key, res['runs'][key], flush=True)
         atomic_write_json(a.out.with_suffix('.json'), res)
 
-def _mean_sd(v):
-    m = sum(v) / len(v)
-    return m, (sum((x - m) ** 2 for x in v) / (len(v) - 1)) ** .5 if len(v) > 1 else 0.
+def _mean_sd(v): return statistics.mean(v), statistics.stdev(v) if len(v) > 1 else 0.
 
 def markdown(res: dict) -> str:
     s = res['settings']
@@ -100,7 +98,6 @@ def main():
     ap.add_argument('--work', type=Path, default=HERE/'work'/'coverage')
     ap.add_argument('--out', type=Path, default=HERE/'results'/'coverage')
     a = ap.parse_args()
-    import json
     f = a.out.with_suffix('.json')
     res = json.loads(f.read_text()) if f.is_file() else dict(runs={})
     res.update(machine=f'{cpu_model()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, torch {torch.__version__}',

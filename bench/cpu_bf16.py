@@ -96,15 +96,15 @@ def main():
                shape=f'LM step, batch {a.bs} x bptt 70', matmul={}, speed={}, quality={})
     def save():
         atomic_write_json(a.out/'cpu_bf16.json', res); atomic_write_text(a.out/'cpu_bf16.md', md(res))
-    if a.skip_speed and (a.out/'cpu_bf16.json').is_file():
+    measure_speed = not (a.skip_speed and (a.out/'cpu_bf16.json').is_file())
+    if measure_speed: res['speed_date'] = res['date']
+    else:
         old = json.loads((a.out/'cpu_bf16.json').read_text())
         res.update(matmul=old['matmul'], speed=old['speed'], speed_date=old.get('speed_date', old['date']))
-        a.threads, a.sizes = [int(k.split()[0]) for k in old['matmul']][-1:], []
-    else: res['speed_date'] = res['date']
-    for th in (a.threads if not a.skip_speed else []):
+    for th in (a.threads if measure_speed else []):
         res['matmul'][f'{th} thread(s)'] = {str(dt).split('.')[-1]: matmul_gflops(dt, th) for dt in (torch.float32, torch.bfloat16)}
     save()
-    for size in a.sizes:
+    for size in (a.sizes if measure_speed else []):
         for th in a.threads:
             t = {p: step_time(size, p, th, a.bs, a.warmup, a.steps) for p in ('fp32', 'bf16')}
             tokens = a.bs * 70

@@ -6,6 +6,7 @@ import argparse, contextlib, itertools, sys, time
 from pathlib import Path
 import pandas as pd
 from .tokenizer import SPTokenizer, tokenizer_stats, iter_text_lines
+from .precision import PRECISIONS
 from .core import (read_lines, MultiFiTError, check_input_file, check_output_dir, check_output_file,
                                   decode_utf8, MissingColumnError, MissingFileError)
 
@@ -216,7 +217,7 @@ def _pos_int(s: str) -> int:
     return v
 
 def _add_precision(p, default='fp32'):
-    p.add_argument('--precision', default=default, choices=('fp32', 'bf16', 'fp16', 'auto'),
+    p.add_argument('--precision', default=default, choices=PRECISIONS,
                    help='bf16: a CPU with native bf16 (avx512_bf16/AMX) or a GPU; fp16: a GPU; auto: bf16 where it is '
                         'native here, else fp32 (default: %(default)s)')
 

@@ -96,7 +96,8 @@ def test_predict_bench_quick(shared_data, tmp_path):
     assert alone['ours_argmax_vs_alone'] == 1.0 and alone['ours_max_abs_diff_vs_alone'] < 1e-5
     bf16 = [r for r in R['runs'] if r['precision'] == 'bf16']  # where the CPU has native bf16, else skipped with the reason
     assert ('bf16' in R['skipped']) != bool(bf16)
-    assert all([r['n'] for r in bf16] == [1, 8, 40] and 0 <= r['ours_vs_fp32'] <= 1 for r in bf16)
+    assert not bf16 or [r['n'] for r in bf16] == [1, 8, 40]
+    assert all(0 <= r['ours_vs_fp32'] <= 1 for r in bf16)
     assert '| ours docs/s |' in (tmp_path/'predict.md').read_text()
 
 def test_zero_shot_quick_pool_threshold_pretraining(shared_data, tmp_path):
