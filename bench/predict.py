@@ -72,7 +72,8 @@ def fastai_learner(pkg_dir: Path, data: Path):
     tr = pd.read_csv(data/'ddtp'/'de'/'train.csv')
     tr = tr[tr.label.astype(str).isin(pkg.labels)]
     dls = text_dataloaders(pkg.tokenizer, tr[:64], tr[64:96], label_col='label', bs=32, seq_len=pkg.config['bptt'],
-                           max_len=pkg.config['max_len'], vocab=pkg.labels)
+                           max_len=pkg.config['max_len'], vocab=pkg.labels,
+                           num_workers=None)  # fastai's default loader workers (one per core), as a fastai user gets
     return from_pretrained(pkg_dir, dls)
 
 def child(a):
