@@ -150,7 +150,7 @@ def student_dataloaders(tok: SPTokenizer,       # the LM package's tokenizer
                        'is_valid': [False] * len(train) + [True] * len(valid)})
     db = DataBlock(blocks=(SPTextBlock(tok, seq_len=seq_len), SoftTargetBlock(classes)), get_x=ColReader('text'),
                    get_y=ColReader('y'), splitter=ColSplitter('is_valid'))
-    return db.dataloaders(df, bs=bs, **{'num_workers': 0, **kwargs})  # in-process, as `text_dataloaders`
+    return db.dataloaders(df, bs=bs, **kwargs)
 
 # %% ../nbs/08_bootstrap.ipynb #8c05a6c2
 def train_student(dls: DataLoaders,           # from `student_dataloaders`

@@ -54,7 +54,6 @@ def text_dataloaders(tok: SPTokenizer,          # the tokenizer (of the LM you f
                      seq_len: int = 70,         # bptt
                      vocab: list | None = None, # label vocabulary (default: sorted labels of `train`)
                      max_len: int | None = None, # classification: keep only each document's last `max_len` ids
-                     num_workers: int = 0,      # loader processes (0: batches are built in this process)
                      **kwargs) -> DataLoaders:
     "LM (`label_col=None`) or classification `DataLoaders` from two DataFrames"
     _check_df(train, text_col, label_col, 'train'); _check_df(valid, text_col, label_col, 'valid')
@@ -67,7 +66,6 @@ def text_dataloaders(tok: SPTokenizer,          # the tokenizer (of the LM you f
              (SPTextBlock(tok, seq_len=seq_len), CategoryBlock(vocab=vocab))
     db = DataBlock(blocks=blocks, get_x=ColReader(text_col), get_y=None if is_lm else ColReader(label_col),
                    splitter=ColSplitter('_is_valid'), item_tfms=None if is_lm or max_len is None else KeepLast(max_len))
-    kwargs['num_workers'] = num_workers
     return db.dataloaders(df, bs=bs, seq_len=seq_len, **kwargs) if is_lm else db.dataloaders(df, bs=bs, **kwargs)
 
 # %% ../nbs/05_learner.ipynb #47d85fae

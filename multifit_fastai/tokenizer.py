@@ -331,8 +331,9 @@ def SPTextBlock(tok: SPTokenizer,       # a trained tokenizer
                ) -> TransformBlock:
     "A `TransformBlock` for text tokenized and numericalized by `tok`"
     type_tfms = [tok] + ([reverse_text] if backwards else [])
+    dls_kwargs = {'seq_len': seq_len} if is_lm else {'before_batch': Pad_Chunk(seq_len=seq_len)}
     return TransformBlock(type_tfms=type_tfms, dl_type=LMDataLoader if is_lm else SortedDL,
-                          dls_kwargs={'seq_len': seq_len} if is_lm else {'before_batch': Pad_Chunk(seq_len=seq_len)})
+                          dls_kwargs={**dls_kwargs, 'num_workers': 0})  # batches built in-process (see above)
 
 def get_tokenizer(dls) -> SPTokenizer | None:
     "The `SPTokenizer` inside `dls`, if any"
