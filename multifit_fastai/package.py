@@ -15,11 +15,11 @@ from .tokenizer import SPTokenizer, PAD_ID, get_tokenizer
 from .presets import MultiFiTPreset, ARCHS
 from .qrnn import _recur
 from .models import AWD_QRNN
-from .precision import autocast_context
+from .precision import autocast_context, resolve_precision
 
 # %% auto #0
-__all__ = ['PKG_FORMAT', 'PKG_VERSION', 'MAX_CONFIG_BYTES', 'PREDICT_CHUNK', 'check_package_dest', 'write_package',
-           'PackageError', 'MultiFiTPackage', 'load_package', 'layer0_table', 'predict_texts']
+__all__ = ['PKG_FORMAT', 'PKG_VERSION', 'MAX_CONFIG_BYTES', 'PREDICT_CHUNK', 'PREDICT_BUCKET', 'check_package_dest',
+           'write_package', 'PackageError', 'MultiFiTPackage', 'load_package', 'layer0_table', 'predict_texts']
 
 # %% ../nbs/05a_package.ipynb #9055d896
 PKG_FORMAT, PKG_VERSION = 'multifit_fastai.package', 1
@@ -249,27 +249,31 @@ def model(self: MultiFiTPackage) -> nn.Module:
     return m.eval()
 
 PREDICT_CHUNK = 20  # `predict_texts` tokenizes and sorts `PREDICT_CHUNK * bs` texts at a time
+PREDICT_BUCKET = (8, 16)  # bf16: rows and last-chunk tokens of each product rounded up to these (padding, masked out)
 
 @torch.inference_mode()
-def layer0_table(enc: nn.Module) -> tuple | None:
-    "`(A, B)`: an AWD_QRNN's first gate product per token id (`B[vocab]` = 0: no previous token); None for other encoders"
+def layer0_table(enc: nn.Module) -> torch.Tensor | None:
+    "An AWD_QRNN's first gate product per token id, `[A; B]` (see above); None for other encoders"
     if not isinstance(enc, AWD_QRNN) or enc.n_dir != 1: return None
     lin, emb = enc.rnns[0].layers[0].linear, enc.encoder.weight  # `lin`: the QRNNWeightDropout around the gate linear
     w, b, e = lin.weight_raw, lin.module.bias, emb.shape[1]
     a = torch.addmm(b, emb, w[:, :e].T)
-    if enc.rnns[0].layers[0].window == 1: return a, None
-    return a, torch.cat([emb @ w[:, e:].T, a.new_zeros(1, a.shape[1])])
+    if enc.rnns[0].layers[0].window == 1: return a
+    return torch.cat([a, emb @ w[:, e:].T, a.new_zeros(1, a.shape[1])])  # last row: no previous token
+
+def _layer0(x, i: int, step: int, table, vocab: int):
+    "Time-major first gate product of tokens `i:i+step` of `x`: one gather (window 1) or one gather-and-add (window 2)"
+    ids = x[:, i:i + step].T
+    if len(table) == vocab: return F.embedding(ids, table)  # row gathers (`table[ids]` indexes far slower)
+    prev = x[:, i - 1:i - 1 + len(ids)].T if i else torch.cat([ids.new_full((1, len(x)), vocab), ids[:-1]])
+    pairs = torch.stack([ids, prev + vocab], -1).view(-1, 2)  # rows of A and of B, summed in one pass
+    return F.embedding_bag(pairs, table, mode='sum').view(*ids.shape, -1)
 
 def _encode_chunk(enc, x, i: int, step: int, table=None):
     "Encoder outputs for tokens `i:i+step` of the right-padded batch `x`, states carried from the chunk before"
     if x.shape[0] != enc.bs: enc._change_hidden(x.shape[0])  # finished texts (the last rows) leave the batch
     if table is None: return enc(x[:, i:i + step])
-    a, b = table
-    ids = x[:, i:i + step].T  # time-major
-    y = F.embedding(ids, a)  # row gathers (`a[ids]` indexes far slower)
-    if b is not None:
-        prev = x[:, i - 1:i - 1 + len(ids)].T if i else torch.cat([ids.new_full((1, len(x)), len(b) - 1), ids[:-1]])
-        y += F.embedding(prev, b)
+    y = _layer0(x, i, step, table, len(enc.encoder.weight))
     out, h = _recur(enc.rnns[0].layers[0], y, enc.hidden[0][0])
     out, hidden = out.transpose(0, 1), [h[None]]
     for rnn, h in zip(enc.rnns[1:], enc.hidden[1:]):  # evaluation: the dropouts between layers are the identity
@@ -277,13 +281,17 @@ def _encode_chunk(enc, x, i: int, step: int, table=None):
     enc.hidden = hidden
     return out
 
-def _pooled(enc, x, lens, bptt: int, table=None):
+def _bucket(n: int, b: int) -> int: return -(-n // b) * b
+
+def _pooled(enc, x, lens, bptt: int, table=None, bucket=(1, 1)):
     "[last, max, mean] of the encoder outputs of right-padded `x` (rows sorted by `lens`, longest first)"
     enc.reset()
     step = bptt * max(1, 4096 // (len(x) * bptt))  # about 4k tokens per call: large products, bounded memory
+    n = x.shape[1] - x.shape[1] % step  # the last chunk padded to a bucket size: few distinct product shapes
+    x = F.pad(x, (0, min(_bucket(x.shape[1], step), n + _bucket(x.shape[1] - n, bucket[1])) - x.shape[1]), value=PAD_ID)
     last, mx, sm = (torch.full((len(x), enc.emb_sz), v, device=x.device) for v in (0., -float('inf'), 0.))
     for i in range(0, x.shape[1], step):
-        k = int((lens > i).sum())
+        k = min(len(x), _bucket(int((lens > i).sum()), bucket[0]))  # rows still reading, in buckets too
         o = _encode_chunk(enc, x[:k], i, step, table)
         pad = (torch.arange(i, i + o.shape[1], device=x.device) >= lens[:k, None])[..., None]
         mx[:k] = torch.maximum(mx[:k], o.masked_fill(pad, -float('inf')).amax(1))
@@ -311,19 +319,27 @@ def predict_texts(model: nn.Module, tok: SPTokenizer, texts, labels=None, bs: in
     texts = list(texts)
     if not texts: raise MultiFiTError('no texts to predict')
     enc, head, dev = _encoder_of(model), model[1].layers, one_param(model).device
+    bucket = (1, 1) if resolve_precision(precision, dev.type) == 'fp32' else PREDICT_BUCKET  # see above
     probs = torch.empty(len(texts), head[-1][-1].out_features)
     for c in range(0, len(texts), PREDICT_CHUNK * bs):
         ids = tok.encode_batch(texts[c:c + PREDICT_CHUNK * bs])
         order = np.argsort(-ids.lens, kind='stable')
         for i in range(0, len(order), bs):
             x, lens = _right_padded(ids, order[i:i + bs], max_len or 1 << 62)
-            with autocast_context(precision, dev.type): out = head(_pooled(enc, x.to(dev), lens.to(dev), bptt, table))
+            with autocast_context(precision, dev.type): out = head(_pooled(enc, x.to(dev), lens.to(dev), bptt, table, bucket))
             probs[c + torch.as_tensor(order[i:i + bs])] = torch.softmax(out.float(), -1).cpu()
     labels = labels or [str(i) for i in range(probs.shape[1])]
     df = pd.DataFrame(probs.numpy(), columns=labels)
     df.insert(0, 'probability', probs.max(1).values.numpy())
     df.insert(0, 'label', [labels[i] for i in probs.argmax(1).tolist()])
     return df
+
+def _table_for(self: MultiFiTPackage, precision: str):
+    "The package's first-layer table, built once; a bf16 copy for bf16 products (half the bytes to gather)"
+    if not hasattr(self, '_table'): self._table = layer0_table(_encoder_of(self._model))
+    if self._table is None or resolve_precision(precision) != 'bf16': return self._table
+    if not hasattr(self, '_table16'): self._table16 = self._table.bfloat16()
+    return self._table16
 
 @patch
 def predict(self: MultiFiTPackage, texts,
@@ -334,6 +350,10 @@ def predict(self: MultiFiTPackage, texts,
     "Predict labels and probabilities for `texts` with this classifier package"
     if self.kind != 'classifier': raise PackageError(f'{self.path} is a language model, not a classifier')
     if not hasattr(self, '_model'): self._model = self.model()
-    if table and not hasattr(self, '_table'): self._table = layer0_table(_encoder_of(self._model))
     return predict_texts(self._model, self.tokenizer, texts, self.labels, bs=bs, bptt=self.config['bptt'],
-                         max_len=self.config['max_len'], table=self._table if table else None, precision=precision)
+                         max_len=self.config['max_len'], table=_table_for(self, precision) if table else None,
+                         precision=precision)
+
+
+
+

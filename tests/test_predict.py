@@ -62,8 +62,8 @@ def test_predict_streams_in_chunks_and_keeps_the_order(sample, tmp_path, monkeyp
 def test_layer0_table_is_the_first_gate_product(sample, tmp_path):
     pkg = _package(sample, tmp_path)
     enc = _encoder_of(pkg.model())
-    a, b = layer0_table(enc)
-    layer, e = enc.rnns[0].layers[0], enc.encoder.weight
+    t, layer, e = layer0_table(enc), enc.rnns[0].layers[0], enc.encoder.weight
+    a, b = t[:len(e)], t[len(e):]  # [A; B]
     test_ids = torch.tensor([5, 9, 1, 200])
     x = torch.cat([e[test_ids[1:]], e[test_ids[:-1]]], 1)  # [e(x_t), e(x_{t-1})]
     want = x @ layer.linear.weight_raw.T + layer.linear.module.bias
