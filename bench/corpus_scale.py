@@ -1,4 +1,4 @@
-"""Corpus-scale benchmark (issue 7; not a test): tokenization throughput into a memory-mapped token corpus with 1 vs 2
+"""Corpus-scale benchmark (not a test): tokenization throughput into a memory-mapped token corpus with 1 vs 2
 worker processes, and the peak memory (RSS) of a pretraining run streaming a 1x and a 10x corpus.
 
 1x = the 8 files ../shared/data/corpora/*.txt.gz back to back; 10x = ten copies of that list (tokenized for real).

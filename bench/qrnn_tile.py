@@ -1,7 +1,7 @@
 """Benchmark: `QRNNLinear`'s CPU tile size at the QRNN's own product shapes (not a timed test).
 
     .venv/bin/python bench/qrnn_tile.py            # writes bench/results/qrnn_tile.{json,md}
-    .venv/bin/python bench/qrnn_tile.py --quick    # smoke run, writes nothing unless --out
+    .venv/bin/python bench/qrnn_tile.py --quick    # smoke run on shapes 8x smaller, writes nothing unless --out
 
 For each gate product of the paper-size LM step (bptt 70, batch 16 and 64: layer 0 `800 -> 4650`, layers 1-2
 `1550 -> 4650`, layer 3 `1550 -> 1200`) and of demo-size batch prediction (`32 x 70` tokens, `640 -> 1920` and
@@ -40,10 +40,11 @@ def gflops(shape, tile: int, train: bool, reps: int, inner: int) -> float:
         best = min(best, (time.perf_counter() - t) / inner)
     return (3 if train else 1) * 2 * n * k * m / best / 1e9
 
-def run(tiles, threads: int, reps: int, inner: int) -> list:
+def run(tiles, threads: int, reps: int, inner: int, scale: int = 1) -> list:
     torch.set_num_threads(threads)
     rows = []
     for train, shapes in ((True, TRAIN), (False, PREDICT)):
+        shapes = [tuple(max(1, d // scale) for d in sh) for sh in shapes]
         for shape in shapes:
             res = {t: 0. for t in tiles}
             for r in range(reps):  # interleaved: every tile once per round, order alternating
@@ -79,7 +80,7 @@ def main():
     R = dict(machine=f'{cpu_model()}, {torch.get_num_threads()} threads available, torch {torch.__version__}, Python {platform.python_version()}',
              capability=torch.backends.cpu.get_cpu_capability(), date=dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds'),
              tiles=tiles, default_tile=default, reps=a.reps, inner=a.inner,
-             rows=[r for t in a.threads for r in run(tiles, t, a.reps, a.inner)])
+             rows=[r for t in a.threads for r in run(tiles, t, a.reps, a.inner, 8 if a.quick else 1)])
     Q.QRNN_CPU_TILE = default
     md = markdown(R); print(md)
     out = a.out or (None if a.quick else HERE/'results')

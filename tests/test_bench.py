@@ -1,5 +1,5 @@
-"""The evaluation scripts under bench/ run end to end in their tiny `--quick` form (issue 5: the test suite runs a tiny
-version of each path of the harness; the full runs take hours and are not tests)."""
+"""The evaluation scripts under bench/ run end to end in their tiny `--quick` form (a tiny version of each path of the
+harness; the full runs take hours and are not tests)."""
 import json, os, subprocess, sys
 from pathlib import Path
 import pytest
@@ -112,3 +112,10 @@ def test_zero_shot_quick_pool_threshold_pretraining(shared_data, tmp_path):
         assert r['calibration']['n_holdout'] == 80 and r['min_confidence'] == r['calibration']['threshold']
     md = (tmp_path/'zs.md').read_text()
     assert '| de | pool | hard | auto | scratch | 2 |' in md and ' ± ' in md
+
+def test_qrnn_tile_bench_quick(tmp_path):
+    bench('qrnn_tile.py', '--quick', '--out', tmp_path)
+    r = json.loads((tmp_path/'qrnn_tile.json').read_text())
+    assert len(r['rows']) == 8 and r['default_tile'] in r['tiles']  # 6 training and 2 prediction product shapes
+    assert all(v > 0 for row in r['rows'] for v in row['gflops'].values())
+    assert '| 1 | fwd+bwd | 560 x 193 -> 581 |' in (tmp_path/'qrnn_tile.md').read_text()  # the LM step's shapes, 8x smaller

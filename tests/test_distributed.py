@@ -1,4 +1,4 @@
-"""Data-parallel training (issue 7): real 2-process `torchrun` jobs on the CPU with the gloo backend, through
+"""Data-parallel training: real 2-process `torchrun` jobs on the CPU with the gloo backend, through
 fastai's DistributedTrainer (HF accelerate). Tolerance: the 2-process loss curve (per-step smoothed training loss,
 mean over the ranks) equals the single-process curve with the same global batch within 1e-4 relative at every step,
 and the final validation loss within 1e-5 relative; dropout is off (drop_mult=0, the paper's pretraining setting)

@@ -1,4 +1,4 @@
-"""Resumable pretraining (issue 7): a `multifit pretrain --corpus` run killed (SIGKILL) in the middle of an epoch and
+"""Resumable pretraining: a `multifit pretrain --corpus` run killed (SIGKILL) in the middle of an epoch and
 resumed with `--resume` ends with the same number of optimizer steps, and on the CPU the same losses, as an
 uninterrupted run."""
 import json, os, signal, subprocess, sys
