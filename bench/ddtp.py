@@ -9,7 +9,7 @@ LMs are trained once, seed 0), on 1000 (train.csv) and 100 (train_100.csv) label
   * pretrained_task     the corpus LM fine-tuned on the 1000 task texts only (the in-domain lever switched off)
   * no_pretraining      the classifier from scratch (same tokenizer)
   * tfidf_lr            TF-IDF (char 1-4 + word 1-2) + logistic regression (deterministic: one run)
-With --levers, the 100-label classifiers are also trained with each classifier-recipe lever (`<setting>+<lever>`;
+With --levers, the classifiers of --lever-labels (default: 100 labels) are also trained with each classifier-recipe lever (`<setting>+<lever>`;
 M = --min-steps-100): `min_steps` (at least M optimizer steps instead of --clas-epochs), `head` (M steps, after a
 frozen-encoder phase of M/2 steps instead of one epoch), `gradual` (M steps with ULMFiT's gradual unfreezing, one
 more layer group every M/8 steps); levers that only differ in the frozen phase run for pretrained settings only. For --word-langs, the `pretrained` pipeline with a word-level tokenizer (paper Table 7):
@@ -40,12 +40,14 @@ SETTINGS = {'pretrained': 'MultiFiT: corpus pretraining + in-domain LM fine-tuni
             'pretrained_task': 'MultiFiT: corpus pretraining + fine-tuning on the task texts only',
             'no_pretraining': 'MultiFiT, no pretraining',
             'tfidf_lr': 'TF-IDF + LR'}
-LEVERS = {'min_steps': 'at least M steps', 'head': 'M steps after M/2 frozen-encoder steps', 'gradual': 'M steps, gradual unfreezing'}
+LEVERS = {'min_steps': 'at least M steps', 'head': 'M steps after M/2 frozen-encoder steps', 'gradual': 'M steps, gradual unfreezing',
+          'slice': "the paper's discriminative rates slice(1e-2/2.6**4, 2e-2)"}
 
 def lever_kwargs(lever: str, m: int) -> dict:
     "Classifier preset fields of `lever` at `m` minimum steps"
     return {'min_steps': dict(min_steps=m), 'head': dict(min_steps=m, head_steps=m // 2),
-            'gradual': dict(min_steps=m, unfreeze='gradual', head_steps=max(1, m // 8))}[lever]
+            'gradual': dict(min_steps=m, unfreeze='gradual', head_steps=max(1, m // 8)),
+            'slice': dict(lr=2e-2, lr_low=1e-2 / 2.6**4)}[lever]
 
 def du_mb(p) -> float: return round(sum(f.stat().st_size for f in Path(p).rglob('*') if f.is_file()) / 1e6, 1)
 
@@ -133,9 +135,9 @@ def lm_experiments(a, lang, tokenization, tr, unl, seg):
 def classifier_run(a, res, key, exp, enc, train, va, name, seed, **kw):
     if res.has(key): return
     t0 = time.time()
-    clas_kw = dict(lr=a.clas_lr, lr_low=None) if a.clas_flat else {}
+    clas_kw = {**(dict(lr=a.clas_lr, lr_low=None) if a.clas_flat else {}), **kw}  # a lever's rates win
     pkg_dir = exp.train_classifier(train, valid=va[:a.epoch_valid] if a.epoch_valid else va, epochs=a.clas_epochs, name=name, encoder=enc, bs=a.clas_bs,
-                                   seed=seed, precision=a.precision, **clas_kw, **kw)
+                                   seed=seed, precision=a.precision, **clas_kw)
     pred = load_package(pkg_dir).predict(list(va.text))
     acc = float((pred.label.values == va.label.astype(str).values).mean())
     h = exp.history
@@ -155,7 +157,7 @@ def run_lang(a, res, lang, tokenization='subword'):
     label_sets = [(n, {1000: tr, 100: t100}[n]) for n in a.labels if tokenization == 'subword' or n == 1000]
     for n, train in label_sets:
         for setting, (exp, enc) in exps.items():
-            levers = [l for l in (a.levers if n == 100 else []) if enc is not None or l == 'min_steps']
+            levers = [l for l in (a.levers if n in a.lever_labels else []) if enc is not None or l == 'min_steps']
             variants = [('', {})] + [(f'+{l}', lever_kwargs(l, a.min_steps_100)) for l in levers]
             for suffix, kw in variants:
                 for seed in a.seeds:
@@ -202,7 +204,7 @@ def write_md(res, out):
     levers = [('in-domain LM fine-tuning', 'pretrained', 'pretrained_task'), ('corpus pretraining', 'pretrained', 'in_domain_lm'),
               ('in-domain LM alone ("no wiki")', 'in_domain_lm', 'no_pretraining'), ('the whole MultiFiT LM', 'pretrained', 'no_pretraining'),
               ('MultiFiT vs TF-IDF + LR', 'pretrained', 'tfidf_lr'), ('"no wiki" vs TF-IDF + LR', 'in_domain_lm', 'tfidf_lr')]
-    levers += [(f'recipe: {LEVERS[lv]} (M={m.get("min_steps_100")})', f'{s}+{lv}', s) for s in SETTINGS for lv in LEVERS]
+    levers += [(f'recipe: {LEVERS[lv]}' + ('' if lv == 'slice' else f' (M={m.get("min_steps_100")})'), f'{s}+{lv}', s) for s in SETTINGS for lv in LEVERS]
     levers += [(f'{LEVERS[lv]} (M={m.get("min_steps_100")}): "no wiki" vs no pretraining', f'in_domain_lm+{lv}', 'no_pretraining+min_steps')
                for lv in LEVERS] + [(f'{LEVERS[lv]}: "no wiki" vs TF-IDF + LR', f'in_domain_lm+{lv}', 'tfidf_lr') for lv in LEVERS]
     lever_rows = []
@@ -246,6 +248,7 @@ def main():
     ap.add_argument('--clas-epochs', type=int, default=6); ap.add_argument('--clas-bs', type=int, default=18)
     ap.add_argument('--levers', nargs='*', default=[], choices=list(LEVERS), help='classifier-recipe levers measured at 100 labels')
     ap.add_argument('--min-steps-100', type=int, default=200, help='M: the levers\' minimum number of optimizer steps')
+    ap.add_argument('--lever-labels', nargs='+', type=int, default=[100], choices=[1000, 100], help='label sets the levers run at')
     ap.add_argument('--lm-bs', type=int, default=32, help='LM batch size (paper: 50; small corpora need more steps)')
     ap.add_argument('--lm-lr', type=float, default=1e-2); ap.add_argument('--ft-lr', type=float, default=5e-3)
     ap.add_argument('--clas-lr', type=float, default=1e-2)
@@ -267,7 +270,7 @@ def main():
                 max_unlabelled=a.max_unlabelled, pretrain_epochs=a.pretrain_epochs, finetune_epochs=a.finetune_epochs,
                 in_domain_epochs=a.in_domain_epochs, task_finetune_epochs=a.task_finetune_epochs, clas_epochs=a.clas_epochs,
                 bptt=a.bptt, lm_bs=a.lm_bs, lm_lr=a.lm_lr, ft_lr=a.ft_lr, clas_bs=a.clas_bs, clas_lr=a.clas_lr,
-                clas_flat=a.clas_flat, seeds=a.seeds, epoch_valid=a.epoch_valid, min_steps_100=a.min_steps_100, levers=a.levers, precision=resolve_precision(a.precision))
+                clas_flat=a.clas_flat, seeds=a.seeds, epoch_valid=a.epoch_valid, min_steps_100=a.min_steps_100, levers=a.levers, lever_labels=a.lever_labels, precision=resolve_precision(a.precision))
     stem = 'ddtp_quick' if a.quick else ('mldoc' if a.mldoc else 'ddtp')
     res = Results(a.out/f'{stem}.json', meta)
     for lang in a.langs:

@@ -100,6 +100,15 @@ def test_predict_bench_quick(shared_data, tmp_path):
     assert all(0 <= r['ours_vs_fp32'] <= 1 for r in bf16)
     assert '| ours docs/s |' in (tmp_path/'predict.md').read_text()
 
+@pytest.mark.slow
+def test_predict_profile_quick(shared_data, tmp_path):
+    bench('predict_profile.py', '--quick', '--data', shared_data, '--work', tmp_path/'predict', '--out', tmp_path)
+    R = json.loads((tmp_path/'predict_profile.json').read_text())
+    f = R['flops_per_token']
+    assert f['fastai'] == sum(f['layers']) > f['ours'] == sum(f['layers'][1:]) > 0  # ours: the first layer is a look-up
+    assert all(r['wall_s'] > 0 and r['ops'] for r in R['routes'].values())
+    assert '| operator | self CPU s | share | calls |' in (tmp_path/'predict_profile.md').read_text()
+
 def test_zero_shot_quick_pool_threshold_pretraining(shared_data, tmp_path):
     "The zero-shot harness' grid: the unlabelled pool, the automatic threshold, pretrained vs scratch students, 2 seeds"
     bench('zero_shot.py', '--quick', '--teacher', 'tfidf', '--targets', 'pool', '--thresholds', 'auto', '--pretraining',
@@ -119,3 +128,10 @@ def test_qrnn_tile_bench_quick(tmp_path):
     assert len(r['rows']) == 8 and r['default_tile'] in r['tiles']  # 6 training and 2 prediction product shapes
     assert all(v > 0 for row in r['rows'] for v in row['gflops'].values())
     assert '| 1 | fwd+bwd | 560 x 193 -> 581 |' in (tmp_path/'qrnn_tile.md').read_text()  # the LM step's shapes, 8x smaller
+
+def test_lm_step_alloc_bench_quick(tmp_path):
+    bench('lm_step_alloc.py', '--quick', '--bs', '4', '--out', tmp_path)
+    r = json.loads((tmp_path/'lm_step_alloc.json').read_text())
+    assert set(r['rows']) == {f'{m}/{k}' for m in ('AWD_QRNN', 'AWD_LSTM') for k in ('default', 'kept')}
+    assert all(v['cpu_s'] > 0 and v['faults'] >= 0 for v in r['rows'].values())
+    assert 'LSTM/QRNN:' in (tmp_path/'lm_step_alloc.md').read_text()
