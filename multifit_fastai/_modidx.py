@@ -809,6 +809,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                            'multifit_fastai.tokenizer._mp_context': ( 'tokenizer.html#_mp_context',
                                                                                       'multifit_fastai/tokenizer.py'),
                                            'multifit_fastai.tokenizer._sample': ('tokenizer.html#_sample', 'multifit_fastai/tokenizer.py'),
+                                           'multifit_fastai.tokenizer._sp_encode': ( 'tokenizer.html#_sp_encode',
+                                                                                     'multifit_fastai/tokenizer.py'),
                                            'multifit_fastai.tokenizer._worker_encode': ( 'tokenizer.html#_worker_encode',
                                                                                          'multifit_fastai/tokenizer.py'),
                                            'multifit_fastai.tokenizer._worker_init': ( 'tokenizer.html#_worker_init',

@@ -3,7 +3,7 @@
 # %% ../nbs/00_tokenizer.ipynb #2ab47206
 from __future__ import annotations
 import hashlib, io, itertools, json, math, multiprocessing as mp, os, random, re, sys, time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 from collections.abc import Sequence
 import numpy as np, torch
@@ -17,9 +17,9 @@ from .core import atomic_write_bytes, atomic_write_json, read_lines
 from .textrules import DEFAULT_RULES, _rule_fns, apply_rules, apply_rules_batch, replace_case, _BATCH_RULES
 
 # %% auto #0
-__all__ = ['SPECIAL_TOKENS', 'UNK_ID', 'PAD_ID', 'BOS_ID', 'EOS_ID', 'CJK_LANGS', 'TOK_CONFIG', 'TOK_MODEL', 'TOK_FORMAT',
-           'check_text', 'iter_text_lines', 'SPTokenizer', 'EncodedTexts', 'tokenizer_pool', 'worker_tokenizer',
-           'SPTextBlock', 'get_tokenizer', 'tokenizer_stats']
+__all__ = ['SPECIAL_TOKENS', 'UNK_ID', 'PAD_ID', 'BOS_ID', 'EOS_ID', 'CJK_LANGS', 'ENCODE_CHUNK', 'TOK_CONFIG', 'TOK_MODEL',
+           'TOK_FORMAT', 'check_text', 'iter_text_lines', 'SPTokenizer', 'EncodedTexts', 'tokenizer_pool',
+           'worker_tokenizer', 'SPTextBlock', 'get_tokenizer', 'tokenizer_stats']
 
 # %% ../nbs/00_tokenizer.ipynb #d50b02ce
 SPECIAL_TOKENS = list(defaults.text_spec_tok)  # xxunk xxpad xxbos xxeos xxfld xxrep xxwrep xxup xxmaj
@@ -179,17 +179,26 @@ def worker_tokenizer() -> SPTokenizer:
 
 def _worker_encode(texts): return [np.asarray(o, dtype=np.int32) for o in worker_tokenizer().encode_ids(texts)]
 
+ENCODE_CHUNK = 8192  # texts per rules-then-SentencePiece chunk of `encode_ids`' overlapped path
+
+def _sp_encode(sp, ruled: list, n_threads: int) -> list:
+    try: return sp.encode(ruled, out_type=int, num_threads=n_threads)
+    except (UnicodeEncodeError, TypeError, RuntimeError):
+        for t in ruled:  # name the offending text
+            try: sp.encode(t, out_type=int)
+            except (UnicodeEncodeError, TypeError, RuntimeError): raise _bad_unicode(t) from None
+        raise
+
 @patch_to(SPTokenizer)
 def encode_ids(self, texts: list, n_threads: int = 1) -> list:
     "Ids (without `xxbos`) of each of `texts` after the text pipeline: the one place rules and SentencePiece meet"
     if self.v1 is not None: return self.v1.encode_batch(texts)  # a converted fastai v1 model's own pipeline
-    ruled = apply_rules_batch(texts, self.rule_fns)
-    try: return self.sp.encode(ruled, out_type=int, num_threads=n_threads)
-    except (UnicodeEncodeError, TypeError, RuntimeError):
-        for t in ruled:  # name the offending text
-            try: self.sp.encode(t, out_type=int)
-            except (UnicodeEncodeError, TypeError, RuntimeError): raise _bad_unicode(t) from None
-        raise
+    if n_threads < 2 or not self.rule_fns or len(texts) <= ENCODE_CHUNK:
+        return _sp_encode(self.sp, apply_rules_batch(texts, self.rule_fns), n_threads)
+    with ThreadPoolExecutor(1) as ex:  # SentencePiece encodes chunk k (it releases the GIL) while the rules run on k+1
+        futs = [ex.submit(_sp_encode, self.sp, apply_rules_batch(texts[i:i + ENCODE_CHUNK], self.rule_fns), 1)
+                for i in range(0, len(texts), ENCODE_CHUNK)]
+        return [ids for f in futs for ids in f.result()]
 
 @patch_to(SPTokenizer)
 def encode_text(self, text) -> list[int]:
@@ -235,6 +244,7 @@ def decode_ids(self, ids) -> str:
 def pieces(self, text) -> list[str]:
     "Subword pieces of `text` (after the rules), for display"
     return [self.sp.id_to_piece(i) for i in self.encode_text(text)]
+
 
 # %% ../nbs/00_tokenizer.ipynb #05bea20a
 @patch_to(SPTokenizer, cls_method=True)
