@@ -16,9 +16,8 @@ from pathlib import Path
 import torch
 from fastai.text.models.awdlstm import AWD_LSTM
 from fastai.text.models.core import get_language_model
-from multifit_fastai.core import atomic_write_json, atomic_write_text
 from multifit_fastai.models import AWD_QRNN
-from machine import cpu_model
+from machine import cpu_model, write_results
 from qrnn_vs_lstm import lm_config, lm_step_fn, VOCAB
 
 HERE = Path(__file__).parent
@@ -70,8 +69,6 @@ def main():
     lines += ['', f"LSTM/QRNN: {ratio['default']:.2f} with glibc's default, {ratio['kept']:.2f} with freed memory kept."]
     md = '\n'.join(lines) + '\n'; print(md)
     out = a.out or (None if a.quick else HERE/'results')
-    if out:
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(out/'lm_step_alloc.json', R); atomic_write_text(out/'lm_step_alloc.md', md)
+    write_results(out, 'lm_step_alloc', R, md)
 
 if __name__ == '__main__': main()

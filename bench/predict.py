@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse, datetime as dt, json, os, platform, statistics, subprocess, sys, tempfile, time
 from pathlib import Path
 import numpy as np
-from machine import cpu_model
+from machine import cpu_model, write_results
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -223,8 +223,7 @@ def main():
     R['meta']['bench_wall_s'] = round(time.perf_counter() - t0, 1)
     print(markdown(R))
     if out:
-        from multifit_fastai.core import atomic_write_json, atomic_write_text
-        atomic_write_json(out/'predict.json', R); atomic_write_text(out/'predict.md', markdown(R))
+        write_results(out, 'predict', R, markdown(R))
         print(f'wrote {out}/predict.json and .md')
 
 

@@ -12,8 +12,7 @@ from __future__ import annotations
 import argparse, datetime as dt, os, platform, sys, time
 from pathlib import Path
 import torch
-from multifit_fastai.core import atomic_write_json, atomic_write_text
-from machine import cpu_model
+from machine import cpu_model, write_results
 from predict import build_package, fastai_learner, load_texts, REPO, HERE
 
 def product_flops(cfg: dict) -> dict:
@@ -81,8 +80,6 @@ def main():
              routes={k: profile(fn, a.top) for k, fn in routes.items()})
     md = markdown(R); print(md)
     out = a.out or (None if a.quick else HERE/'results')
-    if out:
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(out/'predict_profile.json', R); atomic_write_text(out/'predict_profile.md', md)
+    write_results(out, 'predict_profile', R, md)
 
 if __name__ == '__main__': main()

@@ -14,8 +14,7 @@ import argparse, datetime as dt, json, platform, time
 from pathlib import Path
 import torch
 import multifit_fastai.qrnn as Q
-from multifit_fastai.core import atomic_write_json, atomic_write_text
-from machine import cpu_model
+from machine import cpu_model, write_results
 
 HERE = Path(__file__).parent
 TRAIN = [(16 * 70, 800, 4650), (16 * 70, 1550, 4650), (16 * 70, 1550, 1200),
@@ -84,8 +83,6 @@ def main():
     Q.QRNN_CPU_TILE = default
     md = markdown(R); print(md)
     out = a.out or (None if a.quick else HERE/'results')
-    if out:
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(out/'qrnn_tile.json', R); atomic_write_text(out/'qrnn_tile.md', md)
+    write_results(out, 'qrnn_tile', R, md)
 
 if __name__ == '__main__': main()

@@ -17,8 +17,7 @@ from fastai.text.models.awdlstm import AWD_LSTM, awd_lstm_lm_config, awd_lstm_cl
 from fastai.text.models.core import get_language_model, get_text_classifier
 import multifit_fastai.qrnn as qrnn_mod
 from multifit_fastai.qrnn import forget_mult
-from multifit_fastai.core import atomic_write_json, atomic_write_text
-from machine import cpu_model
+from machine import cpu_model, write_results
 from multifit_fastai.models import AWD_QRNN, awd_qrnn_lm_config, awd_qrnn_clas_config
 
 VOCAB, EMB, HID, LAYERS, BPTT = 15000, 400, 1550, 4, 70
@@ -273,8 +272,7 @@ def main():
     for t in R['targets']: log(f'{"MET   " if t["met"] else "n/a   " if t["met"] is None else "MISSED"} {t["target"]}: '
                                f'{t["measured"]} ({t["bound"]})')
     if out:
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(out/'qrnn_vs_lstm.json', R); atomic_write_text(out/'qrnn_vs_lstm.md', markdown(R))
+        write_results(out, 'qrnn_vs_lstm', R, markdown(R))
         log(f'wrote {out}/qrnn_vs_lstm.json and .md')
     else: print(markdown(R))
 

@@ -353,7 +353,3 @@ def predict(self: MultiFiTPackage, texts,
     return predict_texts(self._model, self.tokenizer, texts, self.labels, bs=bs, bptt=self.config['bptt'],
                          max_len=self.config['max_len'], table=_table_for(self, precision) if table else None,
                          precision=precision)
-
-
-
-
