@@ -135,3 +135,17 @@ def test_lm_step_alloc_bench_quick(tmp_path):
     assert set(r['rows']) == {f'{m}/{k}' for m in ('AWD_QRNN', 'AWD_LSTM') for k in ('default', 'kept')}
     assert all(v['cpu_s'] > 0 and v['faults'] >= 0 for v in r['rows'].values())
     assert 'LSTM/QRNN:' in (tmp_path/'lm_step_alloc.md').read_text()
+
+@pytest.mark.slow
+def test_in_domain_budget_quick(shared_data, tmp_path):
+    "The budget curve's tiny form: the baseline and one LM budget, each with its seeds at 1000 and 100 labels, probe and plot"
+    bench('in_domain_budget.py', '--quick', '--data', shared_data, '--work', tmp_path/'work', '--out', tmp_path)
+    runs = json.loads((tmp_path/'in_domain_budget_quick.json').read_text())['runs']
+    for e in (0, 1):
+        for n in (1000, 100): assert {f'de/e{e}/{n}/s0', f'de/e{e}/{n}/s1'} <= set(runs)
+    lm = runs['de/e1/lm']
+    assert lm['steps'] > 0 and lm['valid_perplexity'] > 1 and 0 <= lm['probe_1000'] <= 1
+    assert runs['de/e1/100/s0']['min_steps'] == 8 and runs['de/e1/100/s0']['head_steps'] == 4
+    assert (tmp_path/'in_domain_budget_quick.png').stat().st_size > 1000
+    md = (tmp_path/'in_domain_budget_quick.md').read_text()
+    assert '| 1 |' in md and 'TF-IDF + LR' in md
