@@ -9,8 +9,8 @@ tokenizer). For every budget:
   * held-out in-domain perplexity (5 % of the documents) and a linear probe of the LM's frozen features
     (bench/probe.py, 1000 and 100 labels);
   * the classifier with --seeds at 1000 labels (train.csv; bench/ddtp.py's settings: flat lr, --clas-epochs, one frozen
-    epoch first when pretrained) and at 100 labels (train_100.csv; at least --min-steps-100 optimizer steps, the first
-    half with the encoder frozen when pretrained: the best 100-label recipe bench/ddtp.py measured).
+    epoch first when pretrained) and at 100 labels (train_100.csv; at least --min-steps-100 optimizer steps, after
+    M/2 steps with the encoder frozen when pretrained: the best 100-label recipe bench/ddtp.py measured).
 
 Accuracy on valid.csv, mean +- sd over seeds; TF-IDF + LR beside it. Resumable: finished entries are kept in the JSON.
 
@@ -68,8 +68,8 @@ def write(res, a, stem):
     rows = [f"\"No wiki\" LM budget ({m['lang']}, LM size `{m['size']}` {m['dims']}, vocab {m['vocab_sz']}, bptt {m['bptt']}): one LM per "
             f"budget trained from scratch on all {m.get('unlabelled_docs')} documents of `ddtp/{m['lang']}/unlabelled.csv.gz` (95 %; 5 % held out "
             f"for perplexity), LM batch {m['lm_bs']} at lr {m['lm_lr']}, one complete one-cycle per budget; classifier seeds {m['seeds']}, "
-            f"1000 labels: {m['clas_epochs']} epochs (+1 frozen epoch from an LM), 100 labels: at least {m['min_steps_100']} steps (first half "
-            f"frozen from an LM), batch {m['clas_bs']} at flat lr {m['clas_lr']}; precision {m['precision']}. {m['machine']}, {m['date']}. "
+            f"1000 labels: {m['clas_epochs']} epochs (+1 frozen epoch from an LM), 100 labels: at least {m['min_steps_100']} steps (from an LM: "
+            f"after {m['min_steps_100'] // 2} frozen-encoder steps), batch {m['clas_bs']} at flat lr {m['clas_lr']}; precision {m['precision']}. {m['machine']}, {m['date']}. "
             f"Accuracy on `valid.csv`, mean ± sd over seeds." + (f" glibc malloc settings: {m['malloc_env']}." if m.get('malloc_env') else ''), '',
             '| LM epochs | LM tokens seen | LM seconds | held-out ppl | probe 1000 | probe 100 | MultiFiT 1000 labels | MultiFiT 100 labels |',
             '|---|---|---|---|---|---|---|---|']
