@@ -3,7 +3,8 @@
 bench/probe.py probes the last layer only (the classifier head's input). Here every text of ddtp train.csv (1000
 labels) and valid.csv is run alone (no padding) through the encoder in eval mode, and the mean and max over its
 tokens of the embedding layer's output and of each QRNN layer's output are the features of a linear probe
-(bench/probe.py's StandardScaler + logistic regression), per layer and with all layers concatenated.
+(bench/probe.py's StandardScaler + logistic regression), per layer and with all layers concatenated; beside them,
+without any LM, TF-IDF of the same SentencePiece pieces with logistic regression.
 
 Run:   .venv/bin/python bench/probe_layers.py --lm bench/work/in_domain_budget/de/e2/lm_finetuned
 Writes bench/results/probe_layers.{json,md}.
@@ -45,12 +46,20 @@ def main():
         Ftr['all layers'], Fva['all layers'] = np.concatenate(list(Ftr.values()), 1), np.concatenate(list(Fva.values()), 1)
         R['probe'][name] = {k: dict(dim=int(Ftr[k].shape[1]), accuracy=round(probe(Ftr[k], ytr, Fva[k], yva), 4)) for k in Ftr}
         print(name, R['probe'][name], flush=True)
+    # the same tokens without any LM: TF-IDF of the SentencePiece pieces + the harness's TF-IDF classifier (C=10), and the probe's own classifier
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    pieces = lambda df: [' '.join(map(str, ids.tolist())) for ids in pkg.tokenizer.encode_batch(list(df.text))]
+    vec = TfidfVectorizer(token_pattern=r'\S+', sublinear_tf=True); Xtr = vec.fit_transform(pieces(tr)); Xva = vec.transform(pieces(va))
+    R['pieces_tfidf'] = {f'C={C}': round(float((LogisticRegression(C=C, max_iter=3000).fit(Xtr, ytr).predict(Xva) == yva).mean()), 4) for C in (0.1, 10.)}
+    print('pieces', R['pieces_tfidf'], flush=True)
     layers = list(R['probe']['trained'])
     md = '\n'.join([f"Linear probe per layer (mean + max over tokens; StandardScaler + LogisticRegression C=0.1), {a.lang} train.csv "
                     f"(1000 labels) -> valid.csv. LM `{a.lm}`; random init: the same architecture with random weights. "
                     f"{R['machine']}, {R['date']}.", '', '| features | dim | trained LM | random init |', '|---|---|---|---|']
                    + [f"| {k} | {R['probe']['trained'][k]['dim']} | {R['probe']['trained'][k]['accuracy']:.3f} | "
-                      f"{R['probe']['random init'][k]['accuracy']:.3f} |" for k in layers]) + '\n'
+                      f"{R['probe']['random init'][k]['accuracy']:.3f} |" for k in layers]
+                   + ['', f"No LM: TF-IDF of the same SentencePiece pieces + logistic regression: {R['pieces_tfidf']}."]) + '\n'
     write_results(a.out, 'probe_layers', R, md)
     print(md)
 
