@@ -40,6 +40,7 @@ SETTINGS = {'pretrained': 'MultiFiT: corpus pretraining + in-domain LM fine-tuni
             'pretrained_task': 'MultiFiT: corpus pretraining + fine-tuning on the task texts only',
             'no_pretraining': 'MultiFiT, no pretraining',
             'tfidf_lr': 'TF-IDF + LR'}
+QUICK_DIMS = dict(emb_sz=64, n_hid=128, n_layers=2)  # the --quick LM
 LEVERS = {'min_steps': 'at least M steps', 'head': 'M steps after M/2 frozen-encoder steps', 'gradual': 'M steps, gradual unfreezing',
           'slice': "the paper's discriminative rates slice(1e-2/2.6**4, 2e-2)"}
 
@@ -100,7 +101,7 @@ def experiment(a, path, lang, tok_kwargs, share_from=None, stages=()):
             src, dst = share_from.stage_path(s), Path(path)/share_from.stage_path(s).name
             if not dst.exists(): shutil.copytree(src, dst)
     return MultiFiT(path, lang=lang, size=a.size, vocab_sz=a.vocab_sz, tok_kwargs=tok_kwargs,
-                    overrides=dict(bptt=a.bptt, **({} if not a.quick else dict(emb_sz=64, n_hid=128, n_layers=2))))
+                    overrides=dict(bptt=a.bptt, **({} if not a.quick else QUICK_DIMS)))
 
 def lm_experiments(a, lang, tokenization, tr, unl, seg):
     "Train the LMs the requested settings need; returns {setting: (experiment, encoder)}"
@@ -264,7 +265,7 @@ def main():
         a.clas_epochs, a.vocab_sz, a.max_unlabelled, a.work = 2, 3000, 300, a.work.with_name('ddtp_quick')
         a.seeds = a.seeds[:2]
     from multifit_fastai.presets import SIZES
-    dims = SIZES.get(a.size, {}) if not a.quick else dict(emb_sz=64, n_hid=128, n_layers=2)
+    dims = SIZES.get(a.size, {}) if not a.quick else QUICK_DIMS
     meta = dict(machine=f'{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}',
                 date=str(date.today()), size=a.size if not a.quick else 'quick', dims=dims, vocab_sz=a.vocab_sz, max_lines=a.max_lines,
                 max_unlabelled=a.max_unlabelled, pretrain_epochs=a.pretrain_epochs, finetune_epochs=a.finetune_epochs,

@@ -17,14 +17,14 @@ Accuracy on valid.csv, mean +- sd over seeds; TF-IDF + LR beside it. Resumable: 
 Run:   OMP_NUM_THREADS=2 .venv/bin/python bench/in_domain_budget.py --lang de --epochs 1 2 4
 Writes bench/results/in_domain_budget.{json,md,png} (or *_quick.* with --quick).
 """
-import argparse, os, shutil, statistics, time
+import argparse, os, statistics, time
 from datetime import date
 from pathlib import Path
 import torch
-from multifit_fastai.pipeline import MultiFiT, tfidf_baseline
+from multifit_fastai.pipeline import tfidf_baseline
 from multifit_fastai.package import load_package
 from multifit_fastai.precision import resolve_precision
-from ddtp import Results, load_lang, classifier_run, fmt
+from ddtp import Results, load_lang, classifier_run, experiment, fmt, QUICK_DIMS
 from probe import probe_encoder, encoder_of
 from machine import cpu_model
 
@@ -32,13 +32,10 @@ HERE = Path(__file__).resolve().parent
 
 def lm_for(a, lang, epochs, unl):
     "The experiment of budget `epochs` (0: no LM), its tokenizer shared from the budget-0 experiment"
-    base = a.work/lang/'e0'
-    e0 = MultiFiT(base, lang=lang, size=a.size, vocab_sz=a.vocab_sz, overrides=a.overrides, verbose=True)
+    e0 = experiment(a, a.work/lang/'e0', lang, {})
     e0.train_tokenizer(unl)
     if epochs == 0: return e0
-    path = a.work/lang/f'e{epochs}'
-    if not (path/'tokenizer').exists(): shutil.copytree(e0.stage_path('tokenizer'), path/'tokenizer')
-    e = MultiFiT(path, lang=lang, size=a.size, vocab_sz=a.vocab_sz, overrides=a.overrides)
+    e = experiment(a, a.work/lang/f'e{epochs}', lang, {}, share_from=e0)
     e.finetune_lm(unl, epochs=epochs, bs=a.lm_bs, lr=a.lm_lr, first_epoch_last_group=False, precision=a.precision)  # from scratch
     return e
 
@@ -123,15 +120,14 @@ def main():
     ap.add_argument('--out', type=Path, default=HERE/'results')
     ap.add_argument('--quick', action='store_true', help='tiny run of every path (minutes)')
     a = ap.parse_args()
-    a.overrides = dict(bptt=a.bptt)
     if a.quick:
-        a.overrides.update(emb_sz=64, n_hid=128, n_layers=2); a.vocab_sz, a.max_unlabelled, a.epochs = 2000, 300, [1]
+        a.vocab_sz, a.max_unlabelled, a.epochs = 2000, 300, [1]
         a.clas_epochs, a.min_steps_100, a.seeds, a.work = 1, 8, a.seeds[:2], a.work.with_name('in_domain_budget_quick')
     a.mldoc, a.clas_flat = None, 1  # what bench/ddtp.py's helpers read
     from multifit_fastai.presets import SIZES
     stem = 'in_domain_budget_quick' if a.quick else 'in_domain_budget'
     tr, t100, va, unl = load_lang(a, a.lang)
-    meta = dict(lang=a.lang, size='quick' if a.quick else a.size, dims={k: v for k, v in {**SIZES.get(a.size, {}), **a.overrides}.items() if k not in ('bptt', 'vocab_sz')},
+    meta = dict(lang=a.lang, size='quick' if a.quick else a.size, dims=QUICK_DIMS if a.quick else {k: v for k, v in SIZES.get(a.size, {}).items() if k != 'vocab_sz'},
                 vocab_sz=a.vocab_sz, bptt=a.bptt, lm_bs=a.lm_bs, lm_lr=a.lm_lr, unlabelled_docs=len(unl), seeds=a.seeds,
                 clas_epochs=a.clas_epochs, clas_bs=a.clas_bs, clas_lr=a.clas_lr, min_steps_100=a.min_steps_100,
                 precision=resolve_precision(a.precision), date=str(date.today()),
