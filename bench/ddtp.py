@@ -12,7 +12,9 @@ LMs are trained once, seed 0), on 1000 (train.csv) and 100 (train_100.csv) label
 With --levers, the classifiers of --lever-labels (default: 100 labels) are also trained with each classifier-recipe lever (`<setting>+<lever>`;
 M = --min-steps-100): `min_steps` (at least M optimizer steps instead of --clas-epochs), `head` (M steps, after a
 frozen-encoder phase of M/2 steps instead of one epoch), `gradual` (M steps with ULMFiT's gradual unfreezing, one
-more layer group every M/8 steps); levers that only differ in the frozen phase run for pretrained settings only. For --word-langs, the `pretrained` pipeline with a word-level tokenizer (paper Table 7):
+more layer group every M/8 steps); levers that only differ in the frozen phase run for pretrained settings only. With
+--base-100 steps the 100-label base recipe itself is `head` from an LM and `min_steps` from scratch (a fixed epoch count
+gives a 100-label set a few dozen optimizer steps). For --word-langs, the `pretrained` pipeline with a word-level tokenizer (paper Table 7):
 texts segmented into words first (ja: janome, zh: jieba, others: words and punctuation marks), then a SentencePiece
 'word' model keeping the --vocab-sz most frequent words.
 
@@ -20,7 +22,7 @@ Accuracy on valid.csv (mean +- sd over seeds), time per stage, model size. Check
 run is kept in the results JSON and skipped on the next run; every stage's package stays in --work.
 
 Run:   .venv/bin/python bench/ddtp.py [--langs de ja ...] [--settings pretrained in_domain_lm ...] [--seeds 0 1 2] [--quick]
-Writes bench/results/ddtp.json and bench/results/ddtp.md (or *_quick.* with --quick).
+Writes bench/results/ddtp.{json,md,png} (or *_quick.* with --quick; --out picks another folder).
 Also: --mldoc DIR runs the same on the original MLDoc/CLS layout ({lang}.train.csv, {lang}.dev.csv, header-less
 label,text; the in-domain text is then the train texts).
 """
@@ -159,7 +161,8 @@ def run_lang(a, res, lang, tokenization='subword'):
     for n, train in label_sets:
         for setting, (exp, enc) in exps.items():
             levers = [l for l in (a.levers if n in a.lever_labels else []) if enc is not None or l == 'min_steps']
-            variants = [('', {})] + [(f'+{l}', lever_kwargs(l, a.min_steps_100)) for l in levers]
+            base = {} if n != 100 or a.base_100 == 'epochs' else lever_kwargs('head' if enc is not None else 'min_steps', a.min_steps_100)
+            variants = [('', base)] + [(f'+{l}', lever_kwargs(l, a.min_steps_100)) for l in levers]
             for suffix, kw in variants:
                 for seed in a.seeds:
                     key = f'{lang}/{tokenization}/{setting}{suffix}/{n}/s{seed}'
@@ -190,7 +193,9 @@ def write_md(res, out):
             f"{m['pretrain_epochs']} epoch(s); in-domain LM fine-tuning on `unlabelled.csv.gz` ({m.get('max_unlabelled') or 'all'} "
             f"documents) for {m['finetune_epochs']} epoch(s), the \"no wiki\" LM {m.get('in_domain_epochs')} epoch(s) on the same "
             f"text; LM batch {m.get('lm_bs')} at lr {m.get('lm_lr')} (fine-tuning {m.get('ft_lr')}); classifier "
-            f"{m['clas_epochs']} epochs (+1 frozen epoch when pretrained), batch {m.get('clas_bs')} at "
+            f"{m['clas_epochs']} epochs (+1 frozen epoch when pretrained)"
+            + (f", at 100 labels at least {m['min_steps_100']} steps (after {m['min_steps_100'] // 2} frozen-encoder steps when pretrained)"
+               if m.get('base_100') == 'steps' else '') + f", batch {m.get('clas_bs')} at "
             + ("one flat lr " + str(m.get('clas_lr')) if m.get('clas_flat') else "the paper's discriminative slice")
             + f"; precision {m.get('precision', 'fp32')}.", '',
             '| setting | labels | ' + ' | '.join(langs) + ' |', '|---|---|' + '---|' * len(langs)]
@@ -230,6 +235,34 @@ def write_md(res, out):
         rows.append(f'| {what} | ' + ' | '.join(first(l, setting, key) for l in langs) + ' |')
     atomic_write_text(out, '\n'.join(rows) + '\n')
 
+def plot(res) -> bytes:
+    "Grouped bars: mean ± sd accuracy of every setting (no levers) per language, one panel per label count"
+    import io, matplotlib; matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    runs = res.d['runs']
+    langs = [l for l in LANGS if any(k.startswith(l + '/subword/') for k in runs)]
+    counts = [n for n in (1000, 100) if any(cell(runs, f'{l}/subword/{s}/{n}') for l in langs for s in SETTINGS)]
+    fig, axes = plt.subplots(len(counts), 1, figsize=(max(6, 1.3 * len(langs)), 3.2 * len(counts)), squeeze=False)
+    for ax, n in zip(axes[:, 0], counts):
+        names = [s for s in SETTINGS if any(cell(runs, f'{l}/subword/{s}/{n}') for l in langs)]
+        w = 0.8 / max(1, len(names))
+        for j, s in enumerate(names):
+            cs = [cell(runs, f'{l}/subword/{s}/{n}') for l in langs]
+            ax.bar([i + j * w for i in range(len(langs))], [statistics.mean(c) if c else 0 for c in cs], w,
+                   yerr=[statistics.stdev(c) if len(c) > 1 else 0 for c in cs], capsize=2, label=SETTINGS[s])
+        ax.set_xticks([i + w * (len(names) - 1) / 2 for i in range(len(langs))], langs)
+        ax.set_ylabel('accuracy (valid.csv)'); ax.set_title(f'{n} labels'); ax.set_ylim(0, 1)
+    axes[0, 0].legend(fontsize=7, loc='upper right')
+    fig.tight_layout()
+    buf = io.BytesIO(); fig.savefig(buf, format='png', dpi=100); plt.close(fig)
+    return buf.getvalue()
+
+def write_all(res, out: Path):
+    "The markdown table and the plot"
+    write_md(res, out.with_suffix('.md'))
+    from multifit_fastai.core import atomic_write_bytes
+    atomic_write_bytes(out.with_suffix('.png'), plot(res))
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument('--data', type=Path, default=HERE.parents[1]/'shared'/'data')
@@ -249,6 +282,8 @@ def main():
     ap.add_argument('--clas-epochs', type=int, default=6); ap.add_argument('--clas-bs', type=int, default=18)
     ap.add_argument('--levers', nargs='*', default=[], choices=list(LEVERS), help='classifier-recipe levers measured at 100 labels')
     ap.add_argument('--min-steps-100', type=int, default=200, help='M: the levers\' minimum number of optimizer steps')
+    ap.add_argument('--base-100', default='epochs', choices=('epochs', 'steps'),
+                    help="the 100-label base recipe: 'epochs' (--clas-epochs) or 'steps' (M = --min-steps-100 steps, after M/2 frozen-encoder steps from an LM)")
     ap.add_argument('--lever-labels', nargs='+', type=int, default=[100], choices=[1000, 100], help='label sets the levers run at')
     ap.add_argument('--lm-bs', type=int, default=32, help='LM batch size (paper: 50; small corpora need more steps)')
     ap.add_argument('--lm-lr', type=float, default=1e-2); ap.add_argument('--ft-lr', type=float, default=5e-3)
@@ -263,6 +298,7 @@ def main():
     if a.quick:
         a.max_lines, a.pretrain_epochs, a.finetune_epochs, a.in_domain_epochs, a.task_finetune_epochs = 1500, 1, 1, 1, 1
         a.clas_epochs, a.vocab_sz, a.max_unlabelled, a.work = 2, 3000, 300, a.work.with_name('ddtp_quick')
+        a.min_steps_100 = min(a.min_steps_100, 8)
         a.seeds = a.seeds[:2]
     from multifit_fastai.presets import SIZES
     dims = SIZES.get(a.size, {}) if not a.quick else QUICK_DIMS
@@ -271,18 +307,18 @@ def main():
                 max_unlabelled=a.max_unlabelled, pretrain_epochs=a.pretrain_epochs, finetune_epochs=a.finetune_epochs,
                 in_domain_epochs=a.in_domain_epochs, task_finetune_epochs=a.task_finetune_epochs, clas_epochs=a.clas_epochs,
                 bptt=a.bptt, lm_bs=a.lm_bs, lm_lr=a.lm_lr, ft_lr=a.ft_lr, clas_bs=a.clas_bs, clas_lr=a.clas_lr,
-                clas_flat=a.clas_flat, seeds=a.seeds, epoch_valid=a.epoch_valid, min_steps_100=a.min_steps_100, levers=a.levers, lever_labels=a.lever_labels, precision=resolve_precision(a.precision))
+                clas_flat=a.clas_flat, seeds=a.seeds, epoch_valid=a.epoch_valid, min_steps_100=a.min_steps_100, base_100=a.base_100, levers=a.levers, lever_labels=a.lever_labels, precision=resolve_precision(a.precision))
     stem = 'ddtp_quick' if a.quick else ('mldoc' if a.mldoc else 'ddtp')
     res = Results(a.out/f'{stem}.json', meta)
     for lang in a.langs:
         print(f'== {lang}', flush=True)
         run_lang(a, res, lang, 'subword')
-        write_md(res, a.out/f'{stem}.md')
+        write_all(res, a.out/stem)
     for lang in a.word_langs:
         if lang in a.langs:
             print(f'== {lang} word-level', flush=True)
             run_lang(a, res, lang, 'word')
-            write_md(res, a.out/f'{stem}.md')
+            write_all(res, a.out/stem)
     print((a.out/f'{stem}.md').read_text())
 
 if __name__ == '__main__': main()

@@ -15,7 +15,7 @@ tokenizer). For every budget:
 Accuracy on valid.csv, mean +- sd over seeds; TF-IDF + LR beside it. Resumable: finished entries are kept in the JSON.
 
 Run:   OMP_NUM_THREADS=2 .venv/bin/python bench/in_domain_budget.py --lang de --epochs 1 2 4
-Writes bench/results/in_domain_budget.{json,md,png} (or *_quick.* with --quick).
+Writes bench/results/in_domain_budget_<lang>.{json,md,png} (or in_domain_budget_quick.* with --quick).
 """
 import argparse, os, statistics, time
 from datetime import date
@@ -25,7 +25,7 @@ from multifit_fastai.pipeline import tfidf_baseline
 from multifit_fastai.package import load_package
 from multifit_fastai.precision import resolve_precision
 from ddtp import Results, load_lang, classifier_run, experiment, fmt, QUICK_DIMS
-from probe import probe_encoder, encoder_of
+from probe import probe_encoder, encoder_of, embedding_topic_agreement
 from machine import cpu_model
 
 HERE = Path(__file__).resolve().parent
@@ -39,7 +39,20 @@ def lm_for(a, lang, epochs, unl):
     e.finetune_lm(unl, epochs=epochs, bs=a.lm_bs, lr=a.lm_lr, first_epoch_last_group=False, precision=a.precision)  # from scratch
     return e
 
+def budget_keys(a, lang, epochs) -> list:
+    "The result entries of budget `epochs`"
+    return ([f'{lang}/e{epochs}/lm'] if epochs else []) + [f'{lang}/e{epochs}/{n}/s{s}' for n in a.labels for s in a.seeds]
+
+def add_topic_agreement(a, res, lang, epochs, tr):
+    "The LM's embedding topic agreement (bench/probe.py) in its entry, when the entry lacks it and the LM is still in --work"
+    k, lm = f'{lang}/e{epochs}/lm', a.work/lang/f'e{epochs}'/'lm_finetuned'
+    if not epochs or not res.has(k) or 'emb_topic' in res.d['runs'][k] or not (lm/'config.json').is_file(): return
+    ta = embedding_topic_agreement(load_package(lm), tr)
+    res.put(k, {**res.d['runs'][k], 'emb_topic': ta['trained'], 'emb_topic_random': ta['random']})
+
 def budget(a, res, lang, epochs, tr, t100, va, unl):
+    if all(res.has(k) for k in budget_keys(a, lang, epochs)):  # measured before: no LM to retrain
+        return add_topic_agreement(a, res, lang, epochs, tr)
     exp = lm_for(a, lang, epochs, unl)
     enc = None if epochs == 0 else 'auto'
     h = exp.history.get('finetune_lm', {})
@@ -49,6 +62,7 @@ def budget(a, res, lang, epochs, tr, t100, va, unl):
         res.put(f'{lang}/e{epochs}/lm', dict(epochs=epochs, seconds=h.get('seconds'), steps=h.get('steps'),
                 tokens_per_epoch=h.get('tokens_per_epoch'), train_texts=h.get('train_texts'), valid_perplexity=round(h.get('valid_perplexity'), 2),
                 probe_1000=round(pr[1000], 4), probe_100=round(pr[100], 4), probe_seconds=round(time.time() - t0, 1)))
+    add_topic_agreement(a, res, lang, epochs, tr)
     for n, train, kw in ((1000, tr, {}), (100, t100, dict(min_steps=a.min_steps_100, head_steps=a.min_steps_100 // 2))):
         if n not in a.labels: continue
         if epochs == 0: kw = {k: v for k, v in kw.items() if k != 'head_steps'}  # no frozen phase without an LM
@@ -68,16 +82,21 @@ def write(res, a, stem):
             f"1000 labels: {m['clas_epochs']} epochs (+1 frozen epoch from an LM), 100 labels: at least {m['min_steps_100']} steps (from an LM: "
             f"after {m['min_steps_100'] // 2} frozen-encoder steps), batch {m['clas_bs']} at flat lr {m['clas_lr']}; precision {m['precision']}. {m['machine']}, {m['date']}. "
             f"Accuracy on `valid.csv`, mean ± sd over seeds." + (f" glibc malloc settings: {m['malloc_env']}." if m.get('malloc_env') else ''), '',
-            '| LM epochs | LM tokens seen | LM seconds | held-out ppl | probe 1000 | probe 100 | MultiFiT 1000 labels | MultiFiT 100 labels |',
-            '|---|---|---|---|---|---|---|---|']
+            '| LM epochs | LM tokens seen | LM seconds | held-out ppl | embedding topic agreement | probe 1000 | probe 100 | MultiFiT 1000 labels | MultiFiT 100 labels |',
+            '|---|---|---|---|---|---|---|---|---|']
     lang = m['lang']
     for e in [0] + sorted(a.epochs):
         lm = runs.get(f'{lang}/e{e}/lm', {})
         toks = f"{e * lm['tokens_per_epoch'] / 1e6:.2f}M" if lm.get('tokens_per_epoch') else ('0' if e == 0 else '')
-        rows.append(f"| {e} | {toks} | {lm.get('seconds', '')} | {lm.get('valid_perplexity', '')} | {lm.get('probe_1000', '')} | "
+        ta = f"{lm['emb_topic']:.3f} (random {lm['emb_topic_random']:.3f})" if 'emb_topic' in lm else ''
+        rows.append(f"| {e} | {toks} | {lm.get('seconds', '')} | {lm.get('valid_perplexity', '')} | {ta} | {lm.get('probe_1000', '')} | "
                     f"{lm.get('probe_100', '')} | {fmt(accs(runs, f'{lang}/e{e}/1000'))} | {fmt(accs(runs, f'{lang}/e{e}/100'))} |")
     tf = {n: runs.get(f'{lang}/tfidf/{n}', {}).get('accuracy') for n in (1000, 100)}
-    rows += ['', f"TF-IDF + LR: 1000 labels {tf[1000]}, 100 labels {tf[100]}."]
+    rows += ['', f"TF-IDF + LR: 1000 labels {tf[1000]}, 100 labels {tf[100]}.",
+             '', "Embedding topic agreement (bench/probe.py): for the 30 pieces most tied to each label of train.csv, the share of "
+             "each one's 5 nearest pieces in the LM's input embedding (cosine) that carry the same label; embeddings that know "
+             "nothing of topics give about 1/8 (the random row), 1.0 would be one topic per neighbourhood. Blank where the LM "
+             "was not kept."]
     md = '\n'.join(rows) + '\n'
     from multifit_fastai.core import atomic_write_text, atomic_write_bytes
     atomic_write_text(a.out/f'{stem}.md', md)
@@ -125,7 +144,7 @@ def main():
         a.clas_epochs, a.min_steps_100, a.seeds, a.work = 1, 8, a.seeds[:2], a.work.with_name('in_domain_budget_quick')
     a.mldoc, a.clas_flat = None, 1  # what bench/ddtp.py's helpers read
     from multifit_fastai.presets import SIZES
-    stem = 'in_domain_budget_quick' if a.quick else 'in_domain_budget'
+    stem = 'in_domain_budget_quick' if a.quick else f'in_domain_budget_{a.lang}'
     tr, t100, va, unl = load_lang(a, a.lang)
     meta = dict(lang=a.lang, size='quick' if a.quick else a.size, dims=QUICK_DIMS if a.quick else {k: v for k, v in SIZES.get(a.size, {}).items() if k != 'vocab_sz'},
                 vocab_sz=a.vocab_sz, bptt=a.bptt, lm_bs=a.lm_bs, lm_lr=a.lm_lr, unlabelled_docs=len(unl), seeds=a.seeds,

@@ -67,6 +67,31 @@ def probe_encoder(encoder, tok, tr, t100, va) -> dict:
     yva = va.label.astype(str).values
     return {n: probe(X, df.label.astype(str).values, Xva, yva) for n, X, df in ((1000, Xtr, tr), (100, X100, t100))} | {'dim': Xtr.shape[1]}
 
+def class_pieces(tok, df, per_class: int = 30, min_docs: int = 5) -> tuple:
+    "Ids of the `per_class` pieces most tied to each label of `df` (share of their documents in it, x log document count), and their labels"
+    ids, labels = tok.encode_batch(list(df.text)), sorted(set(df.label.astype(str)))
+    counts = np.zeros((len(labels), len(tok)))
+    for d, l in zip(ids, df.label.astype(str)): counts[labels.index(l), np.unique(np.asarray(d))] += 1
+    tot = counts.sum(0); cand = np.where(tot >= min_docs)[0]
+    score = counts[:, cand] / tot[cand] * np.log(tot[cand])
+    pieces = [(int(cand[j]), c) for c in range(len(labels)) for j in np.argsort(-score[c])[:per_class]]
+    return np.array([i for i, _ in pieces]), np.array([c for _, c in pieces])
+
+def topic_agreement(emb: torch.Tensor, pieces, cls, k: int = 5) -> float:
+    """Share of each class piece's `k` nearest pieces (cosine, centred embeddings) that belong to the same class: ~1/n_classes
+    for embeddings that know nothing of topics, 1.0 when every neighbourhood is one topic"""
+    w = torch.nn.functional.normalize(emb.float() - emb.float().mean(0), dim=1)[torch.as_tensor(pieces)]
+    sim = w @ w.T; sim.fill_diagonal_(-2.)
+    nn_idx = sim.topk(k, dim=1).indices.numpy()
+    return float((cls[nn_idx] == cls[:, None]).mean())
+
+def embedding_topic_agreement(pkg, df, seed: int = 0) -> dict:
+    "`topic_agreement` of `pkg`'s input embeddings and of random ones of the same shape, with the class pieces of labelled `df`"
+    pieces, cls = class_pieces(pkg.tokenizer, df)
+    emb = pkg.state['0.encoder.weight' if pkg.kind == 'lm' else '0.module.encoder.weight']
+    rnd = torch.randn(emb.shape, generator=torch.Generator().manual_seed(seed))
+    return dict(trained=round(topic_agreement(emb, pieces, cls), 4), random=round(topic_agreement(rnd, pieces, cls), 4), pieces=len(pieces))
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--data', type=Path, default=HERE.parents[1]/'shared'/'data')

@@ -18,7 +18,7 @@ def bench(script, *args):
 @pytest.fixture(scope='module')
 def ddtp_quick(shared_data, tmp_path_factory):
     d = tmp_path_factory.mktemp('ddtp')
-    args = ['--quick', '--langs', 'de', '--word-langs', 'de', '--data', shared_data, '--work', d/'work', '--out', d]
+    args = ['--quick', '--langs', 'de', '--word-langs', 'de', '--base-100', 'steps', '--data', shared_data, '--work', d/'work', '--out', d]
     bench('ddtp.py', *args)
     return d, args
 
@@ -41,6 +41,23 @@ def test_ddtp_quick_every_setting(ddtp_quick):
                 '"no wiki"'):
         assert row in md, row
     assert ' ± ' in md  # mean ± sd over seeds
+    assert (d/'ddtp_quick.png').stat().st_size > 1000  # the plot
+    # --base-100 steps: 100 labels train for at least M steps, after M/2 frozen-encoder steps from an LM
+    assert runs['de/subword/pretrained/100/s0']['min_steps'] == 8 and runs['de/subword/pretrained/100/s0']['head_steps'] == 4
+    assert runs['de/subword/no_pretraining/100/s0']['min_steps'] == 8 and 'head_steps' not in runs['de/subword/no_pretraining/100/s0']
+    assert 'min_steps' not in runs['de/subword/pretrained/1000/s0']
+
+def test_topic_agreement():
+    import numpy as np, torch
+    from probe import topic_agreement
+    cls = np.repeat(np.arange(8), 30)
+    centres = torch.randn(8, 64) * 5
+    topical = centres[torch.as_tensor(cls)] + torch.randn(240, 64)  # every piece near its class's centre
+    assert topical.shape == (240, 64)
+    assert topic_agreement(topical, np.arange(240), cls) == 1.0
+    rnd = torch.randn(240, 64, generator=torch.Generator().manual_seed(0))
+    assert 0.05 < topic_agreement(rnd, np.arange(240), cls) < 0.25  # about 1/8 without any topic structure
+    assert topic_agreement(torch.cat([torch.zeros(10, 64), topical]), np.arange(10, 250), cls) == 1.0  # only the listed rows count
 
 def test_ddtp_cells_mean_and_sd():
     from ddtp import cell, fmt
@@ -145,7 +162,24 @@ def test_in_domain_budget_quick(shared_data, tmp_path):
         for n in (1000, 100): assert {f'de/e{e}/{n}/s0', f'de/e{e}/{n}/s1'} <= set(runs)
     lm = runs['de/e1/lm']
     assert lm['steps'] > 0 and lm['valid_perplexity'] > 1 and 0 <= lm['probe_1000'] <= 1
+    assert 0 <= lm['emb_topic'] <= 1 and 0 <= lm['emb_topic_random'] <= 1  # the embedding's topic agreement, and random's
     assert runs['de/e1/100/s0']['min_steps'] == 8 and runs['de/e1/100/s0']['head_steps'] == 4
     assert (tmp_path/'in_domain_budget_quick.png').stat().st_size > 1000
     md = (tmp_path/'in_domain_budget_quick.md').read_text()
-    assert '| 1 |' in md and 'TF-IDF + LR' in md
+    assert '| 1 |' in md and 'TF-IDF + LR' in md and '(random ' in md
+
+@pytest.mark.slow
+def test_corpus_budget_quick(shared_data, tmp_path):
+    "The corpus-budget curve's tiny form: a streamed pretraining run with an LM package per epoch, budgets 0 and 1 fine-tuned in-domain, seeds, probe, plot; a re-run trains nothing"
+    args = ('--quick', '--data', shared_data, '--work', tmp_path/'work', '--out', tmp_path)
+    bench('corpus_budget.py', *args)
+    runs = json.loads((tmp_path/'corpus_budget_quick.json').read_text())['runs']
+    for k in (0, 1):
+        for n in (1000, 100): assert {f'de/c{k}/{n}/s0', f'de/c{k}/{n}/s1'} <= set(runs)
+        assert 0 <= runs[f'de/c{k}/lm']['probe_1000'] <= 1 and 0 <= runs[f'de/c{k}/lm']['emb_topic'] <= 1
+    assert runs['de/c0/lm']['corpus_tokens'] == 0 < runs['de/c1/lm']['corpus_tokens']
+    assert (tmp_path/'corpus_budget_quick'/'de'/'snapshots'/'epoch1'/'config.json').is_file()
+    assert (tmp_path/'corpus_budget_quick.png').stat().st_size > 1000
+    assert '| 1 |' in (tmp_path/'corpus_budget_quick.md').read_text()
+    r = bench('corpus_budget.py', *args)
+    assert ' steps) in ' not in r.stdout and ' epochs in ' not in r.stdout  # resumed from the results: nothing trained
