@@ -16,19 +16,15 @@ Accuracy on valid.csv, mean +- sd over seeds, TF-IDF + LR beside it. Resumable: 
 Run:   OMP_NUM_THREADS=2 .venv/bin/python bench/corpus_budget.py --lang de --epochs 3 [--resume]
 Writes bench/results/corpus_budget_<lang>.{json,md,png} (or corpus_budget_quick.* with --quick).
 """
-import argparse, os, shutil, statistics, time
-from datetime import date
+import argparse, shutil, time
 from pathlib import Path
-import torch
 from fastai.callback.core import Callback
 from multifit_fastai.core import read_lines, atomic_write_text, atomic_write_bytes
 from multifit_fastai.learner import save_pretrained
 from multifit_fastai.package import load_package
-from multifit_fastai.pipeline import tfidf_baseline
-from multifit_fastai.precision import resolve_precision
-from ddtp import Results, load_lang, classifier_run, experiment, fmt, QUICK_DIMS
+from ddtp import Results, load_lang, experiment, fmt
 from probe import probe_encoder, encoder_of, embedding_topic_agreement
-from machine import cpu_model
+from in_domain_budget import classifiers, accs, curve_plot, add_curve_args, curve_meta
 
 HERE = Path(__file__).resolve().parent
 
@@ -68,15 +64,7 @@ def budget(a, res, lang, k, base, tr, t100, va, unl, tokens_per_epoch):
         res.put(f'{lang}/c{k}/lm', dict(corpus_epochs=k, corpus_tokens=k * tokens_per_epoch, ft_seconds=h.get('seconds'),
                 ft_valid_perplexity=round(h.get('valid_perplexity'), 2), ft_tokens_per_epoch=h.get('tokens_per_epoch'),
                 probe_1000=round(pr[1000], 4), probe_100=round(pr[100], 4), emb_topic=ta['trained'], emb_topic_random=ta['random']))
-    for n, train, kw in ((1000, tr, {}), (100, t100, dict(min_steps=a.min_steps_100, head_steps=a.min_steps_100 // 2))):
-        if n not in a.labels: continue
-        for seed in a.seeds:
-            classifier_run(a, res, f'{lang}/c{k}/{n}/s{seed}', exp, 'auto', train, va, f'clas_{n}_s{seed}', seed, **kw)
-        if not res.has(f'{lang}/tfidf/{n}'):
-            b = tfidf_baseline(train, va)
-            res.put(f'{lang}/tfidf/{n}', dict(accuracy=round(b['accuracy'], 4), seconds=b['seconds']))
-
-def accs(runs, prefix): return [v['accuracy'] for k, v in runs.items() if k.rsplit('/', 1)[0] == prefix and k.rsplit('/', 1)[1].startswith('s')]
+    classifiers(a, res, f'{lang}/c{k}', exp, 'auto', tr, t100, va)
 
 def write(res, a, stem):
     runs, m, lang = res.d['runs'], res.d['meta'], res.d['meta']['lang']
@@ -107,49 +95,24 @@ def write(res, a, stem):
     return md
 
 def plot(runs, lang, epochs, tf) -> bytes:
-    import io, matplotlib; matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for n, c in ((1000, 'C0'), (100, 'C1')):
-        pts = [(runs.get(f'{lang}/c{k}/lm', {}).get('corpus_tokens', 0) / 1e6, accs(runs, f'{lang}/c{k}/{n}')) for k in range(epochs + 1)]
-        pts = [(t, xs) for t, xs in pts if xs]
-        if not pts: continue
-        ax.errorbar([t for t, _ in pts], [statistics.mean(xs) for _, xs in pts], yerr=[statistics.stdev(xs) if len(xs) > 1 else 0 for _, xs in pts],
-                    color=c, marker='o', capsize=3, label=f'MultiFiT, {n} labels')
-        if tf.get(n) is not None: ax.axhline(tf[n], color=c, ls='--', lw=1, label=f'TF-IDF + LR, {n} labels')
-    ax.set_xlabel('corpus pretraining tokens (millions), then in-domain fine-tuning'); ax.set_ylabel('accuracy on valid.csv')
-    ax.set_title(f'corpus-pretraining budget, {lang}'); ax.legend(fontsize=8); fig.tight_layout()
-    buf = io.BytesIO(); fig.savefig(buf, format='png', dpi=100); plt.close(fig)
-    return buf.getvalue()
+    tok = lambda k: runs.get(f'{lang}/c{k}/lm', {}).get('corpus_tokens', 0) / 1e6
+    return curve_plot({n: [(tok(k), accs(runs, f'{lang}/c{k}/{n}')) for k in range(epochs + 1)] for n in (1000, 100)}, tf,
+                      'corpus pretraining tokens (millions), then in-domain fine-tuning', f'corpus-pretraining budget, {lang}')
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument('--data', type=Path, default=HERE.parents[1]/'shared'/'data')
-    ap.add_argument('--lang', default='de')
+    add_curve_args(ap, 'corpus_budget', epoch_valid=60, max_unlabelled=4000)
     ap.add_argument('--corpus', type=Path, help='pretraining corpus, one paragraph per line (default: corpora/<lang>.txt.gz)')
     ap.add_argument('--epochs', type=int, default=3, help='corpus epochs of the pretraining run: budgets 0, 1, ..., epochs')
     ap.add_argument('--resume', action='store_true', help='continue a stopped pretraining run from its last checkpoint in --work')
     ap.add_argument('--save-every', type=int, default=500, help='also checkpoint every N optimizer steps')
     ap.add_argument('--max-lines', type=int, default=0, help='corpus lines the tokenizer is trained on, with the in-domain text (0: all)')
-    ap.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2])
-    ap.add_argument('--labels', nargs='+', type=int, default=[1000, 100])
-    ap.add_argument('--size', default='demo'); ap.add_argument('--vocab-sz', type=int, default=8000); ap.add_argument('--bptt', type=int, default=70)
-    ap.add_argument('--lm-bs', type=int, default=32); ap.add_argument('--lm-lr', type=float, default=1e-2)
     ap.add_argument('--ft-epochs', type=int, default=2); ap.add_argument('--ft-lr', type=float, default=5e-3)
-    ap.add_argument('--clas-epochs', type=int, default=6); ap.add_argument('--clas-bs', type=int, default=18)
-    ap.add_argument('--clas-lr', type=float, default=1e-2); ap.add_argument('--min-steps-100', type=int, default=200)
-    ap.add_argument('--epoch-valid', type=int, default=60, help='valid documents scored after each classifier epoch (the reported accuracy: all)')
-    ap.add_argument('--max-unlabelled', type=int, default=4000, help='in-domain documents for the fine-tuning (0: all)')
-    ap.add_argument('--precision', default='auto', choices=('fp32', 'bf16', 'auto'))
-    ap.add_argument('--work', type=Path, default=HERE/'work'/'corpus_budget')
-    ap.add_argument('--out', type=Path, default=HERE/'results')
-    ap.add_argument('--quick', action='store_true', help='tiny run of every path (minutes; a corpus cut to --max-lines)')
     a = ap.parse_args()
     if a.quick:
         a.vocab_sz, a.max_unlabelled, a.epochs, a.ft_epochs, a.max_lines = 2000, 300, 1, 1, 1500
         a.clas_epochs, a.min_steps_100, a.seeds, a.work = 1, 8, a.seeds[:2], a.work.with_name('corpus_budget_quick')
     a.mldoc, a.clas_flat = None, 1  # what bench/ddtp.py's helpers read
-    from multifit_fastai.presets import SIZES
     stem = 'corpus_budget_quick' if a.quick else f'corpus_budget_{a.lang}'
     tr, t100, va, unl = load_lang(a, a.lang)
     a.corpus = a.corpus or a.data/'corpora'/f'{a.lang}.txt.gz'
@@ -159,12 +122,7 @@ def main():
             import gzip
             atomic_write_bytes(small, gzip.compress(''.join(l + '\n' for l in read_lines(a.corpus, max_lines=a.max_lines)).encode()))
         a.corpus = small
-    meta = dict(lang=a.lang, size='quick' if a.quick else a.size, dims=QUICK_DIMS if a.quick else {k: v for k, v in SIZES.get(a.size, {}).items() if k != 'vocab_sz'},
-                vocab_sz=a.vocab_sz, bptt=a.bptt, epochs=a.epochs, lm_bs=a.lm_bs, lm_lr=a.lm_lr, ft_epochs=a.ft_epochs, ft_lr=a.ft_lr,
-                corpus=a.corpus.name, unlabelled_docs=len(unl), seeds=a.seeds, clas_epochs=a.clas_epochs, clas_bs=a.clas_bs, clas_lr=a.clas_lr,
-                min_steps_100=a.min_steps_100, precision=resolve_precision(a.precision), date=str(date.today()),
-                malloc_env={k: v for k, v in os.environ.items() if k.startswith('MALLOC_')},
-                machine=f'{cpu_model()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, torch {torch.__version__}')
+    meta = curve_meta(a, unl, epochs=a.epochs, ft_epochs=a.ft_epochs, ft_lr=a.ft_lr, corpus=a.corpus.name)
     a.out.mkdir(parents=True, exist_ok=True)
     res = Results(a.out/f'{stem}.json', meta)
     t0 = time.time()

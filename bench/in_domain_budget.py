@@ -63,11 +63,16 @@ def budget(a, res, lang, epochs, tr, t100, va, unl):
                 tokens_per_epoch=h.get('tokens_per_epoch'), train_texts=h.get('train_texts'), valid_perplexity=round(h.get('valid_perplexity'), 2),
                 probe_1000=round(pr[1000], 4), probe_100=round(pr[100], 4), probe_seconds=round(time.time() - t0, 1)))
     add_topic_agreement(a, res, lang, epochs, tr)
+    classifiers(a, res, f'{lang}/e{epochs}', exp, enc, tr, t100, va)
+
+def classifiers(a, res, prefix, exp, enc, tr, t100, va):
+    "The classifier with every seed at 1000 and 100 labels (100: at least M steps, after M/2 frozen-encoder steps from an LM), and TF-IDF"
+    lang = prefix.split('/')[0]
     for n, train, kw in ((1000, tr, {}), (100, t100, dict(min_steps=a.min_steps_100, head_steps=a.min_steps_100 // 2))):
         if n not in a.labels: continue
-        if epochs == 0: kw = {k: v for k, v in kw.items() if k != 'head_steps'}  # no frozen phase without an LM
+        if enc is None: kw = {k: v for k, v in kw.items() if k != 'head_steps'}  # no frozen phase without an LM
         for seed in a.seeds:
-            classifier_run(a, res, f'{lang}/e{epochs}/{n}/s{seed}', exp, enc, train, va, f'clas_{n}_s{seed}', seed, **kw)
+            classifier_run(a, res, f'{prefix}/{n}/s{seed}', exp, enc, train, va, f'clas_{n}_s{seed}', seed, **kw)
         if not res.has(f'{lang}/tfidf/{n}'):
             b = tfidf_baseline(train, va)
             res.put(f'{lang}/tfidf/{n}', dict(accuracy=round(b['accuracy'], 4), seconds=b['seconds']))
@@ -105,53 +110,65 @@ def write(res, a, stem):
     return md
 
 def plot(runs, lang, budgets, tf) -> bytes:
+    tok = lambda e: e * runs.get(f'{lang}/e{e}/lm', {}).get('tokens_per_epoch', 0) / 1e6
+    return curve_plot({n: [(tok(e), accs(runs, f'{lang}/e{e}/{n}')) for e in budgets] for n in (1000, 100)}, tf,
+                      'in-domain LM training tokens (millions)', f'"no wiki" LM budget, {lang}')
+
+def curve_plot(series: dict, tf: dict, xlabel: str, title: str) -> bytes:
+    "PNG: mean ± sd accuracy against `series[n]` = [(x, accuracies)] per label count `n`, TF-IDF as dashed lines"
     import io, matplotlib; matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(6, 4))
-    for n, c in ((1000, 'C0'), (100, 'C1')):
-        pts = [(e, accs(runs, f'{lang}/e{e}/{n}')) for e in budgets]
-        pts = [(e, xs) for e, xs in pts if xs]
+    for (n, pts), c in zip(series.items(), ('C0', 'C1')):
+        pts = [(x, xs) for x, xs in pts if xs]
         if not pts: continue
-        tok = {e: (e * runs.get(f'{lang}/e{e}/lm', {}).get('tokens_per_epoch', 0) / 1e6) for e, _ in pts}
-        ax.errorbar([tok[e] for e, _ in pts], [statistics.mean(xs) for _, xs in pts],
-                    yerr=[statistics.stdev(xs) if len(xs) > 1 else 0 for _, xs in pts], color=c, marker='o', capsize=3, label=f'MultiFiT, {n} labels')
+        ax.errorbar([x for x, _ in pts], [statistics.mean(xs) for _, xs in pts], yerr=[statistics.stdev(xs) if len(xs) > 1 else 0 for _, xs in pts],
+                    color=c, marker='o', capsize=3, label=f'MultiFiT, {n} labels')
         if tf.get(n) is not None: ax.axhline(tf[n], color=c, ls='--', lw=1, label=f'TF-IDF + LR, {n} labels')
-    ax.set_xlabel('in-domain LM training tokens (millions)'); ax.set_ylabel('accuracy on valid.csv'); ax.set_title(f'"no wiki" LM budget, {lang}')
+    ax.set_xlabel(xlabel); ax.set_ylabel('accuracy on valid.csv'); ax.set_title(title)
     ax.legend(fontsize=8); fig.tight_layout()
     buf = io.BytesIO(); fig.savefig(buf, format='png', dpi=100); plt.close(fig)
     return buf.getvalue()
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_curve_args(ap, work: str, epoch_valid: int = 40, max_unlabelled: int = 0):
+    "The arguments both budget curves (this one and bench/corpus_budget.py) take"
     ap.add_argument('--data', type=Path, default=HERE.parents[1]/'shared'/'data')
     ap.add_argument('--lang', default='de')
-    ap.add_argument('--epochs', nargs='+', type=int, default=[1, 2, 4], help='LM budgets in epochs over the in-domain text (0 is always run)')
     ap.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2])
     ap.add_argument('--labels', nargs='+', type=int, default=[1000, 100])
     ap.add_argument('--size', default='demo'); ap.add_argument('--vocab-sz', type=int, default=8000); ap.add_argument('--bptt', type=int, default=70)
     ap.add_argument('--lm-bs', type=int, default=32); ap.add_argument('--lm-lr', type=float, default=1e-2)
     ap.add_argument('--clas-epochs', type=int, default=6); ap.add_argument('--clas-bs', type=int, default=18)
     ap.add_argument('--clas-lr', type=float, default=1e-2); ap.add_argument('--min-steps-100', type=int, default=200)
-    ap.add_argument('--epoch-valid', type=int, default=40, help='valid documents scored after each classifier epoch (the reported accuracy: all)')
-    ap.add_argument('--max-unlabelled', type=int, default=0, help='in-domain documents used (0: all)')
+    ap.add_argument('--epoch-valid', type=int, default=epoch_valid, help='valid documents scored after each classifier epoch (the reported accuracy: all)')
+    ap.add_argument('--max-unlabelled', type=int, default=max_unlabelled, help='in-domain documents used (0: all)')
     ap.add_argument('--precision', default='auto', choices=('fp32', 'bf16', 'auto'))
-    ap.add_argument('--work', type=Path, default=HERE/'work'/'in_domain_budget')
+    ap.add_argument('--work', type=Path, default=HERE/'work'/work)
     ap.add_argument('--out', type=Path, default=HERE/'results')
     ap.add_argument('--quick', action='store_true', help='tiny run of every path (minutes)')
+
+def curve_meta(a, unl, **extra) -> dict:
+    "What both budget curves record about their settings and the machine"
+    from multifit_fastai.presets import SIZES
+    return dict(lang=a.lang, size='quick' if a.quick else a.size, dims=QUICK_DIMS if a.quick else {k: v for k, v in SIZES.get(a.size, {}).items() if k != 'vocab_sz'},
+                vocab_sz=a.vocab_sz, bptt=a.bptt, lm_bs=a.lm_bs, lm_lr=a.lm_lr, unlabelled_docs=len(unl), seeds=a.seeds,
+                clas_epochs=a.clas_epochs, clas_bs=a.clas_bs, clas_lr=a.clas_lr, min_steps_100=a.min_steps_100,
+                precision=resolve_precision(a.precision), date=str(date.today()),
+                malloc_env={k: v for k, v in os.environ.items() if k.startswith('MALLOC_')},
+                machine=f'{cpu_model()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, torch {torch.__version__}', **extra)
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_curve_args(ap, 'in_domain_budget')
+    ap.add_argument('--epochs', nargs='+', type=int, default=[1, 2, 4], help='LM budgets in epochs over the in-domain text (0 is always run)')
     a = ap.parse_args()
     if a.quick:
         a.vocab_sz, a.max_unlabelled, a.epochs = 2000, 300, [1]
         a.clas_epochs, a.min_steps_100, a.seeds, a.work = 1, 8, a.seeds[:2], a.work.with_name('in_domain_budget_quick')
     a.mldoc, a.clas_flat = None, 1  # what bench/ddtp.py's helpers read
-    from multifit_fastai.presets import SIZES
     stem = 'in_domain_budget_quick' if a.quick else f'in_domain_budget_{a.lang}'
     tr, t100, va, unl = load_lang(a, a.lang)
-    meta = dict(lang=a.lang, size='quick' if a.quick else a.size, dims=QUICK_DIMS if a.quick else {k: v for k, v in SIZES.get(a.size, {}).items() if k != 'vocab_sz'},
-                vocab_sz=a.vocab_sz, bptt=a.bptt, lm_bs=a.lm_bs, lm_lr=a.lm_lr, unlabelled_docs=len(unl), seeds=a.seeds,
-                clas_epochs=a.clas_epochs, clas_bs=a.clas_bs, clas_lr=a.clas_lr, min_steps_100=a.min_steps_100,
-                precision=resolve_precision(a.precision), date=str(date.today()),
-                malloc_env={k: v for k, v in os.environ.items() if k.startswith('MALLOC_')},
-                machine=f'{cpu_model()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, torch {torch.__version__}')
+    meta = curve_meta(a, unl)
     a.out.mkdir(parents=True, exist_ok=True)
     res = Results(a.out/f'{stem}.json', meta)
     for e in [min(a.epochs), 0] + sorted(a.epochs)[1:]:  # the cheapest LM first, then the baseline, then the longer LMs
