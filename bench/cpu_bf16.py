@@ -2,10 +2,11 @@
 
 1. Speed: the AWD_QRNN language model's training step (forward, backward, optimizer) at the demo size
    (256/640/3 layers, vocab 8k) and the paper size (400/1550/4 layers, vocab 15k), batch 32 x bptt 70, with 1 and 2
-   torch threads, fp32 and bf16 (`CPUBFloat16`, forced with allow_slow so it runs on any CPU), interleaved in one
-   process so the ratio is measured under the same conditions; median of --steps timed steps after warm-up.
+   torch threads, fp32 and bf16 (`CPUBFloat16`, forced with allow_slow so it runs on any CPU; its default decoder mode
+   'fp32_logits', and 'fp32', the whole decoder in fp32), interleaved in one process so the ratios are measured under
+   the same conditions; median of --steps timed steps after warm-up.
 2. Quality: the demo-size LM trained for --budget-steps on the embedded German sample corpus in fp32 and in bf16
-   from the same initialisation and batches; validation perplexity of each.
+   (both decoder modes) from the same initialisation and batches; validation perplexity of each.
 Also a bf16 matrix product at the LM step's gate shape, to show whether the CPU has native bf16.
 
 Run:  .venv/bin/python bench/cpu_bf16.py [--steps 5] [--budget-steps 150]
@@ -21,7 +22,14 @@ from fastai.text.data import LMDataLoader
 from multifit_fastai.core import atomic_write_json, atomic_write_text
 from multifit_fastai.presets import SIZES
 from multifit_fastai.learner import multifit_lm_learner, text_dataloaders
-from multifit_fastai.precision import set_precision, cpu_has_fast_bf16, cpu_bf16_flags
+from multifit_fastai.precision import set_precision, cpu_has_fast_bf16, cpu_bf16_flags, CPUBFloat16
+
+PRECISIONS = {'fp32': None, 'bf16': 'fp32_logits', 'bf16_fp32_decoder': 'fp32'}  # name: CPUBFloat16's decoder mode
+
+def apply_precision(learn, p: str):
+    "`learn` in precision `p` of `PRECISIONS` (bf16 forced on any CPU)"
+    if PRECISIONS[p] is not None: set_precision(learn, 'fp32').add_cb(CPUBFloat16(decoder=PRECISIONS[p]))
+    return learn
 
 HERE = Path(__file__).resolve().parent
 
@@ -47,7 +55,7 @@ def step_time(size, precision, threads, bs, warmup, steps):
     torch.set_num_threads(threads)
     dims = SIZES[size]
     learn = multifit_lm_learner(synthetic_dls(dims['vocab_sz'], bs), preset='pretrain', size=size, seed=0, bs=bs)
-    if precision == 'bf16': set_precision(learn, 'bf16', allow_slow=True)
+    apply_precision(learn, precision)
     t = StepTimer(warmup, steps)
     learn.fit(1, 1e-3, cbs=t)
     return statistics.median(t.times)
@@ -72,7 +80,7 @@ def quality(precision, budget_steps, threads, seed=0):
     random.seed(seed); np.random.seed(seed); torch.manual_seed(seed)
     dls = text_dataloaders(tok, pd.DataFrame({'text': texts[:-300]}), pd.DataFrame({'text': texts[-300:]}), bs=32, seq_len=70)
     learn = multifit_lm_learner(dls, preset='pretrain', size='demo', seed=seed, bs=32)
-    if precision == 'bf16': set_precision(learn, 'bf16', allow_slow=True)
+    apply_precision(learn, precision)
     n_epochs = max(1, -(-budget_steps // len(dls.train)))
     t0 = time.time()
     learn.fit_one_cycle(n_epochs, 5e-3)
@@ -106,20 +114,21 @@ def main():
     save()
     for size in (a.sizes if measure_speed else []):
         for th in a.threads:
-            t = {p: step_time(size, p, th, a.bs, a.warmup, a.steps) for p in ('fp32', 'bf16')}
+            t = {p: step_time(size, p, th, a.bs, a.warmup, a.steps) for p in PRECISIONS}
             tokens = a.bs * 70
-            res['speed'][f'{size}, {th} thread(s)'] = dict(fp32_s=round(t['fp32'], 3), bf16_s=round(t['bf16'], 3),
-                fp32_tokens_s=round(tokens / t['fp32']), bf16_tokens_s=round(tokens / t['bf16']),
-                bf16_speedup=round(t['fp32'] / t['bf16'], 2))
+            res['speed'][f'{size}, {th} thread(s)'] = {**{f'{p}_s': round(v, 3) for p, v in t.items()},
+                **{f'{p}_tokens_s': round(tokens / v) for p, v in t.items()},
+                **{f'{p}_speedup': round(t['fp32'] / v, 2) for p, v in t.items() if p != 'fp32'}}
             save(); print(res['speed'], flush=True)
     if not a.skip_quality:
         for seed in a.seeds:
-            for p in ('fp32', 'bf16'):  # the two precisions from the same init and batches, seed by seed
+            for p in PRECISIONS:  # the precisions from the same init and batches, seed by seed
                 res['quality'].setdefault(p, {})[str(seed)] = quality(p, a.budget_steps, max(a.threads), seed); save()
                 print(p, seed, res['quality'][p][str(seed)], flush=True)
         q = res['quality']
-        m = {p: statistics.mean(v['valid_perplexity'] for v in q[p].values()) for p in ('fp32', 'bf16')}
-        q['bf16_vs_fp32_perplexity'] = round(m['bf16'] / m['fp32'] - 1, 4)
+        m = {p: statistics.mean(v['valid_perplexity'] for v in q[p].values()) for p in PRECISIONS}
+        for p in PRECISIONS:
+            if p != 'fp32': q[f'{p}_vs_fp32_perplexity'] = round(m[p] / m['fp32'] - 1, 4)
     save()
     print(md(res))
 
@@ -128,8 +137,13 @@ def md(r):
             f"native bf16 (oneDNN and flags): {r['native_bf16']}.", '',
             '| matrix product 2240 x 800 x 4650 | fp32 GFLOP/s | bf16 GFLOP/s |', '|---|---|---|']
     rows += [f"| {k} | {v['float32']} | {v['bfloat16']} |" for k, v in r['matmul'].items()]
-    rows += ['', f"| {r['shape']} | fp32 s/step | bf16 s/step | fp32 tokens/s | bf16 tokens/s | bf16 speed-up |", '|---|---|---|---|---|---|']
-    rows += [f"| {k} | {v['fp32_s']} | {v['bf16_s']} | {v['fp32_tokens_s']} | {v['bf16_tokens_s']} | {v['bf16_speedup']}x |" for k, v in r['speed'].items()]
+    ps = [p for p in PRECISIONS if any(f'{p}_s' in v for v in r['speed'].values())]
+    rows += ['', f"| {r['shape']} | " + ' | '.join(f'{p} s/step' for p in ps) + ' | ' + ' | '.join(f'{p} tokens/s' for p in ps) + ' | '
+             + ' | '.join(f'{p} speed-up' for p in ps if p != 'fp32') + ' |', '|---|' + '---|' * (3 * len(ps) - 1)]
+    rows += [f"| {k} | " + ' | '.join(str(v.get(f'{p}_s', '')) for p in ps) + ' | ' + ' | '.join(str(v.get(f'{p}_tokens_s', '')) for p in ps)
+             + ' | ' + ' | '.join(f"{v[f'{p}_speedup']}x" if f'{p}_speedup' in v else '' for p in ps if p != 'fp32') + ' |' for k, v in r['speed'].items()]
+    rows += ['', "bf16: `CPUBFloat16()` (the LM decoder's logits in fp32, its backward products in bf16); bf16_fp32_decoder: "
+             "`CPUBFloat16(decoder='fp32')` (the whole decoder in fp32)."]
     q = r.get('quality', {})
     if 'fp32' in q and 'bf16' in q:
         def ms(p, k):
@@ -138,12 +152,13 @@ def md(r):
         first = next(iter(q['fp32'].values()))
         steps = f"({first['steps']} steps) " if first.get('steps') else ''
         rows += ['', f"Demo LM (emb 256, hidden 640, 3 layers, vocab 8k, batch 32 x bptt 70), {first['epochs']} epoch(s) "
-                 f"{steps}on the embedded corpus, fp32 and bf16 from the same init and batches, seeds "
+                 f"{steps}on the embedded corpus, every precision from the same init and batches, seeds "
                  f"{', '.join(q['fp32'])}:", '',
                  '| precision | validation perplexity (mean ± sd) | per seed | seconds (mean ± sd) |', '|---|---|---|---|']
+        qs = [p for p in PRECISIONS if p in q]
         rows += [f"| {p} | {ms(p, 'valid_perplexity')} | {' / '.join(str(x['valid_perplexity']) for x in q[p].values())} | "
-                 f"{ms(p, 'seconds')} |" for p in ('fp32', 'bf16')]
-        rows += ['', f"bf16 vs fp32 mean perplexity: {100 * q.get('bf16_vs_fp32_perplexity', 0):+.1f} %."]
+                 f"{ms(p, 'seconds')} |" for p in qs]
+        rows += [''] + [f"{p} vs fp32 mean perplexity: {100 * q[f'{p}_vs_fp32_perplexity']:+.1f} %." for p in qs if f'{p}_vs_fp32_perplexity' in q]
     return '\n'.join(rows) + '\n'
 
 if __name__ == '__main__': main()

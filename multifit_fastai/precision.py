@@ -15,8 +15,8 @@ from fastai.text.models.core import LinearDecoder
 from .core import MultiFiTError
 
 # %% auto #0
-__all__ = ['PRECISIONS', 'cpu_bf16_flags', 'cpu_has_fast_bf16', 'CPUBFloat16', 'resolve_precision', 'set_precision',
-           'autocast_context']
+__all__ = ['DECODER_MODES', 'PRECISIONS', 'cpu_bf16_flags', 'cpu_has_fast_bf16', 'CPUBFloat16', 'resolve_precision',
+           'set_precision', 'autocast_context']
 
 # %% ../nbs/04b_precision.ipynb #6b8ea92d
 def cpu_bf16_flags() -> set:
@@ -33,21 +33,46 @@ def cpu_has_fast_bf16() -> bool:
     return bool(onednn and (cpu_bf16_flags() or platform.system() != 'Linux'))
 
 # %% ../nbs/04b_precision.ipynb #747d5812
+class _Fp32LogitsLinear(torch.autograd.Function):
+    "`F.linear` with the output (the logits) in fp32 and both backward products in bf16"
+    @staticmethod
+    def forward(ctx, x, w, b):
+        ctx.save_for_backward(x.to(torch.bfloat16), w.to(torch.bfloat16))
+        ctx.x_dtype, ctx.has_bias = x.dtype, b is not None
+        return F.linear(x.float(), w, b)
+    @staticmethod
+    def backward(ctx, g):
+        x, w = ctx.saved_tensors
+        g2 = g.reshape(-1, g.shape[-1])
+        gb = g2.sum(0) if ctx.has_bias else None
+        g2 = g2.to(torch.bfloat16)
+        gx = (g2 @ w).view(*g.shape[:-1], w.shape[1]).to(ctx.x_dtype)
+        return gx, (g2.T @ x.reshape(-1, x.shape[-1])).float(), gb
+
+def _fp32_logits_forward(dec, input):
+    "`LinearDecoder.forward` with fp32 logits and bf16 backward products (`_Fp32LogitsLinear`)"
+    with torch.autocast('cpu', enabled=False):
+        dp = dec.output_dp(input)
+        return _Fp32LogitsLinear.apply(dp, dec.decoder.weight, dec.decoder.bias), input, dp
+
 def _fp32_forward(dec, input):
-    "`LinearDecoder.forward` with its product in fp32, whatever autocast says"
+    "`LinearDecoder.forward` with its product in fp32 (forward and backward), whatever autocast says"
     with torch.autocast('cpu', enabled=False):
         dp = dec.output_dp(input)
         return F.linear(dp.float(), dec.decoder.weight, dec.decoder.bias), input, dp
 
+DECODER_MODES = {'fp32_logits': _fp32_logits_forward, 'fp32': _fp32_forward, 'bf16': None}
+
 class CPUBFloat16(Callback):
     "bf16 mixed precision on the CPU: fp32 master weights, bf16 matrix products (forward and backward), fp32 loss"
     order = 10  # as fastai's `MixedPrecision`
-    def __init__(self, fp32_decoder: bool = True): # keep an LM's decoder (logits) in fp32
+    def __init__(self, decoder: str = 'fp32_logits'): # an LM decoder's precision: 'fp32_logits', 'fp32' or 'bf16' (see above)
+        if decoder not in DECODER_MODES: raise ValueError(f'decoder must be one of {list(DECODER_MODES)}, got {decoder!r}')
         store_attr()
     def before_fit(self):
-        self.autocast = None
-        self.decoders = [m for m in self.learn.model.modules() if isinstance(m, LinearDecoder)] if self.fp32_decoder else []
-        for m in self.decoders: m.forward = partial(_fp32_forward, m)  # on the instance only, for this fit
+        self.autocast, fwd = None, DECODER_MODES[self.decoder]
+        self.decoders = [m for m in self.learn.model.modules() if isinstance(m, LinearDecoder)] if fwd else []
+        for m in self.decoders: m.forward = partial(fwd, m)  # on the instance only, for this fit
     def before_batch(self):
         self.autocast = torch.autocast('cpu', dtype=torch.bfloat16)
         self.autocast.__enter__()

@@ -183,3 +183,12 @@ def test_corpus_budget_quick(shared_data, tmp_path):
     assert '| 1 |' in (tmp_path/'corpus_budget_quick.md').read_text()
     r = bench('corpus_budget.py', *args)
     assert ' steps) in ' not in r.stdout and ' epochs in ' not in r.stdout  # resumed from the results: nothing trained
+
+@pytest.mark.slow
+def test_cpu_bf16_speed_rows(tmp_path):
+    "The bf16 benchmark's speed part at the demo size: a row per precision and decoder mode, ratios taken in one process"
+    bench('cpu_bf16.py', '--sizes', 'demo', '--threads', '1', '--steps', '1', '--warmup', '1', '--skip-quality', '--out', tmp_path)
+    row = json.loads((tmp_path/'cpu_bf16.json').read_text())['speed']['demo, 1 thread(s)']
+    assert {'fp32_s', 'bf16_s', 'bf16_fp32_decoder_s', 'bf16_speedup', 'bf16_fp32_decoder_speedup'} <= set(row)
+    assert all(row[k] > 0 for k in row)
+    assert 'bf16_fp32_decoder speed-up' in (tmp_path/'cpu_bf16.md').read_text()
