@@ -19,7 +19,7 @@ class QRNNWeightDropout(WeightDropout):
     def _setweights(self):
         for layer in self.layer_names:
             raw_w = getattr(self, f'{layer}_raw')
-            w = F.dropout(raw_w, p=self.weight_p) if self.training and self.weight_p > 0 else raw_w.clone()
+            w = F.dropout(raw_w, p=self.weight_p) if self.training and self.weight_p > 0 else raw_w.view_as(raw_w)
             setattr(self.module, layer, w)
 
 # %% ../nbs/02_models.ipynb #f05ec512
