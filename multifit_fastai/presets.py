@@ -112,7 +112,8 @@ def _stage_defaults(stage: str) -> dict:
     if stage == 'pretrain': return dict(drop_mult=0., lr=5e-3, lr_low=None, bs=50, epochs=10, **lm)
     if stage == 'finetune_lm': return dict(drop_mult=0.3, lr=1e-3, lr_low=None, bs=20, epochs=20, **lm,
                                            first_epoch_last_group=True)
-    return dict(drop_mult=0.5, lr=2e-2, lr_low=1e-2 / 2.6**4, bs=18, epochs=8, clip=0.12, label_smoothing=0.1)
+    return dict(drop_mult=0.5, lr=2e-2, lr_low=1e-2 / 2.6**4, bs=18, epochs=8, clip=0.12, label_smoothing=0.1,
+                min_steps=120)  # only small label sets train longer: 1000 labels make 440 steps in 8 epochs
 
 def multifit_preset(stage: str = 'classifier', # 'pretrain', 'finetune_lm' or 'classifier'
                     size: str = 'paper',       # 'paper' or 'cpu-small'
