@@ -167,6 +167,12 @@ def test_in_domain_budget_quick(shared_data, tmp_path):
     assert (tmp_path/'in_domain_budget_quick.png').stat().st_size > 1000
     md = (tmp_path/'in_domain_budget_quick.md').read_text()
     assert '| 1 |' in md and 'TF-IDF + LR' in md and '(random ' in md
+    # the recipe levers from that LM
+    bench('recipe_levers.py', '--lm-exp', tmp_path/'in_domain_budget_quick'/'de'/'e1', '--steps', '8', '--seeds', '0',
+          '--levers', 'base', 'frozen', '--data', shared_data, '--out', tmp_path)
+    lev = json.loads((tmp_path/'recipe_levers_de.json').read_text())['runs']
+    assert set(lev) == {'base/s0', 'frozen/s0'} and lev['base/s0']['steps'] >= 8 and 0 <= lev['frozen/s0']['accuracy'] <= 1
+    assert '| frozen |' in (tmp_path/'recipe_levers_de.md').read_text()
 
 @pytest.mark.slow
 def test_corpus_budget_quick(shared_data, tmp_path):
