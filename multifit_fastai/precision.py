@@ -45,9 +45,9 @@ class _Fp32LogitsLinear(torch.autograd.Function):
         x, w = ctx.saved_tensors
         g2 = g.reshape(-1, g.shape[-1])
         gb = g2.sum(0) if ctx.has_bias else None
-        g2 = g2.to(torch.bfloat16)
-        gx = (g2 @ w).view(*g.shape[:-1], w.shape[1]).to(ctx.x_dtype)
-        return gx, (g2.T @ x.reshape(-1, x.shape[-1])).float(), gb
+        g2, (nx, nw, _) = g2.to(torch.bfloat16), ctx.needs_input_grad
+        gx = (g2 @ w).view(*g.shape[:-1], w.shape[1]).to(ctx.x_dtype) if nx else None
+        return gx, (g2.T @ x.reshape(-1, x.shape[-1])).float() if nw else None, gb
 
 def _fp32_logits_forward(dec, input):
     "`LinearDecoder.forward` with fp32 logits and bf16 backward products (`_Fp32LogitsLinear`)"
