@@ -71,7 +71,7 @@ def write(res, a, stem):
     p = m.get('pretrain', {})
     rows = [f"Corpus-pretraining budget ({lang}, LM size `{m['size']}` {m['dims']}, vocab {m['vocab_sz']}, bptt {m['bptt']}): one "
             f"pretraining run over all of `{m['corpus']}` ({p.get('tokens_per_epoch', 0) / 1e6:.2f}M tokens an epoch, "
-            f"{m['epochs']} epochs, batch {m['lm_bs']} at lr {m['lm_lr']}, one-cycle; {p.get('seconds', '?')} s, final corpus "
+            f"{m['epochs']} epochs, batch {m['lm_bs']} at lr {m['lm_lr']}, one-cycle; {p.get('seconds', '?')} s in its last process (a resumed run counts only that), final corpus "
             f"valid perplexity {p.get('valid_perplexity', '?')}), the LM after each epoch then fine-tuned {m['ft_epochs']} epochs "
             f"on {m['unlabelled_docs']} in-domain documents of `ddtp/{lang}/unlabelled.csv.gz` (95 %; 5 % held out), budget 0 "
             f"trained on them from scratch (\"no wiki\"); classifier seeds {m['seeds']}, 1000 labels: {m['clas_epochs']} epochs "
