@@ -14,6 +14,9 @@ not annealed); the in-domain fine-tuning after them anneals each with its own sc
 Accuracy on valid.csv, mean +- sd over seeds, TF-IDF + LR beside it. Resumable: finished entries are kept in the JSON.
 
 Run:   OMP_NUM_THREADS=2 .venv/bin/python bench/corpus_budget.py --lang de --epochs 3 [--resume]
+  or, on two cores, the pretraining beside the evaluation (each budget starts when its LM snapshot is there):
+       OMP_NUM_THREADS=1 .venv/bin/python bench/corpus_budget.py --lang ja --epochs 3 --stage pretrain
+       OMP_NUM_THREADS=1 .venv/bin/python bench/corpus_budget.py --lang ja --epochs 3 --stage eval
 Writes bench/results/corpus_budget_<lang>.{json,md,png} (or corpus_budget_quick.* with --quick).
 """
 import argparse, shutil, time
@@ -47,21 +50,28 @@ def pretrain(a, lang, unl):
                          resume=a.resume, cbs=[EpochPackages(a.work/lang/'snapshots')], precision=a.precision)
     return base
 
+def wait_for(path, what, every=30):
+    "Block until `path` exists (another process is writing it: `--stage eval` beside `--stage pretrain`)"
+    if not path.exists(): print(f'waiting for {what} ({path})', flush=True)
+    while not path.exists(): time.sleep(every)
+
 def lm_for(a, lang, k, base, unl):
     "Budget `k`'s experiment: the epoch-k LM (none for k = 0) fine-tuned on the in-domain text"
+    wait_for(base.stage_path('tokenizer')/'tokenizer.json', 'the tokenizer')
+    if k: wait_for(a.work/lang/'snapshots'/f'epoch{k}'/'config.json', f'the LM after corpus epoch {k}')
     e = experiment(a, a.work/lang/f'c{k}', lang, {}, share_from=base)
     if k and not e.stage_path('pretrain').is_dir(): shutil.copytree(a.work/lang/'snapshots'/f'epoch{k}', e.stage_path('pretrain'))
     e.finetune_lm(unl, epochs=a.ft_epochs, bs=a.lm_bs, lr=a.ft_lr if k else a.lm_lr, first_epoch_last_group=False, precision=a.precision)
     return e
 
-def budget(a, res, lang, k, base, tr, t100, va, unl, tokens_per_epoch):
+def budget(a, res, lang, k, base, tr, t100, va, unl):
     keys = [f'{lang}/c{k}/lm'] + [f'{lang}/c{k}/{n}/s{s}' for n in a.labels for s in a.seeds]
     if all(res.has(x) for x in keys): return
     exp = lm_for(a, lang, k, base, unl)
     if not res.has(f'{lang}/c{k}/lm'):
         h, pkg = exp.history.get('finetune_lm', {}), load_package(exp.stage_path('finetune_lm'))
         pr, ta = probe_encoder(encoder_of(pkg), pkg.tokenizer, tr, t100, va), embedding_topic_agreement(pkg, tr)
-        res.put(f'{lang}/c{k}/lm', dict(corpus_epochs=k, corpus_tokens=k * tokens_per_epoch, ft_seconds=h.get('seconds'),
+        res.put(f'{lang}/c{k}/lm', dict(corpus_epochs=k, ft_seconds=h.get('seconds'),
                 ft_valid_perplexity=round(h.get('valid_perplexity'), 2), ft_tokens_per_epoch=h.get('tokens_per_epoch'),
                 probe_1000=round(pr[1000], 4), probe_100=round(pr[100], 4), emb_topic=ta['trained'], emb_topic_random=ta['random']))
     classifiers(a, res, f'{lang}/c{k}', exp, 'auto', tr, t100, va)
@@ -83,19 +93,19 @@ def write(res, a, stem):
     for k in range(a.epochs + 1):
         lm = runs.get(f'{lang}/c{k}/lm', {})
         ta = f"{lm['emb_topic']:.3f} (random {lm['emb_topic_random']:.3f})" if 'emb_topic' in lm else ''
-        rows.append(f"| {k} | {lm.get('corpus_tokens', 0) / 1e6:.2f}M | {lm.get('ft_valid_perplexity', '')} | {ta} | {lm.get('probe_1000', '')} | "
+        rows.append(f"| {k} | {corpus_tokens(runs, m, lang, k) / 1e6:.2f}M | {lm.get('ft_valid_perplexity', '')} | {ta} | {lm.get('probe_1000', '')} | "
                     f"{lm.get('probe_100', '')} | {fmt(accs(runs, f'{lang}/c{k}/1000'))} | {fmt(accs(runs, f'{lang}/c{k}/100'))} |")
     tf = {n: runs.get(f'{lang}/tfidf/{n}', {}).get('accuracy') for n in (1000, 100)}
     rows += ['', f"TF-IDF + LR: 1000 labels {tf[1000]}, 100 labels {tf[100]}. Embedding topic agreement: see "
              "in_domain_budget_de.md (about 1/8 for embeddings without topic structure)."]
     md = '\n'.join(rows) + '\n'
     atomic_write_text(a.out/f'{stem}.md', md)
-    try: atomic_write_bytes(a.out/f'{stem}.png', plot(runs, lang, a.epochs, tf))
+    try: atomic_write_bytes(a.out/f'{stem}.png', plot(runs, m, lang, a.epochs, tf))
     except Exception as ex: print(f'no plot: {ex}')
     return md
 
-def plot(runs, lang, epochs, tf) -> bytes:
-    tok = lambda k: runs.get(f'{lang}/c{k}/lm', {}).get('corpus_tokens', 0) / 1e6
+def plot(runs, meta, lang, epochs, tf) -> bytes:
+    tok = lambda k: corpus_tokens(runs, meta, lang, k) / 1e6
     return curve_plot({n: [(tok(k), accs(runs, f'{lang}/c{k}/{n}')) for k in range(epochs + 1)] for n in (1000, 100)}, tf,
                       'corpus pretraining tokens (millions), then in-domain fine-tuning', f'corpus-pretraining budget, {lang}')
 
@@ -108,6 +118,10 @@ def main():
     ap.add_argument('--save-every', type=int, default=500, help='also checkpoint every N optimizer steps')
     ap.add_argument('--max-lines', type=int, default=0, help='corpus lines the tokenizer is trained on, with the in-domain text (0: all)')
     ap.add_argument('--ft-epochs', type=int, default=2); ap.add_argument('--ft-lr', type=float, default=5e-3)
+    ap.add_argument('--stage', default='all', choices=('all', 'pretrain', 'eval'),
+                    help='pretrain: only the tokenizer and the pretraining run; eval: only the budgets, each waiting for its '
+                         'LM snapshot (run beside a pretrain process to use both cores)')
+    ap.add_argument('--budgets', nargs='+', type=int, help='budgets (corpus epochs) to evaluate (default: 0 ... --epochs)')
     a = ap.parse_args()
     if a.quick:
         a.vocab_sz, a.max_unlabelled, a.epochs, a.ft_epochs, a.max_lines = 2000, 300, 1, 1, 1500
@@ -125,17 +139,24 @@ def main():
     meta = curve_meta(a, unl, epochs=a.epochs, ft_epochs=a.ft_epochs, ft_lr=a.ft_lr, corpus=a.corpus.name)
     a.out.mkdir(parents=True, exist_ok=True)
     res = Results(a.out/f'{stem}.json', meta)
-    t0 = time.time()
-    base = pretrain(a, a.lang, unl)
-    h = base.history.get('pretrain', {})
-    if h and 'pretrain' not in res.d['meta']:
-        res.d['meta']['pretrain'] = dict(seconds=h.get('seconds', round(time.time() - t0, 1)), steps=h.get('steps'),
-                                         tokens_per_epoch=h.get('tokens_per_epoch'), valid_perplexity=round(h.get('valid_perplexity'), 2))
-    tpe = res.d['meta'].get('pretrain', {}).get('tokens_per_epoch') or 0
-    for k in range(a.epochs + 1):
+    base = pretrain(a, a.lang, unl) if a.stage != 'eval' else experiment(a, a.work/a.lang/'pretrain', a.lang, {})
+    pretrain_meta(res, base)
+    if a.stage == 'pretrain': return
+    for k in (range(a.epochs + 1) if a.budgets is None else a.budgets):
         print(f'== {a.lang}: corpus budget {k} epoch(s)', flush=True)
-        budget(a, res, a.lang, k, base, tr, t100, va, unl, tpe)
-        write(res, a, stem)
+        budget(a, res, a.lang, k, base, tr, t100, va, unl)
+        pretrain_meta(res, base); res.refresh(); write(res, a, stem)
     print(write(res, a, stem))
+
+def pretrain_meta(res, base):
+    "The pretraining run's figures in the results' meta, once it has finished (possibly in another process)"
+    h = base._read_history().get('pretrain', {})
+    if h and 'pretrain' not in res.d['meta']:
+        res.d['meta']['pretrain'] = dict(seconds=h.get('seconds'), steps=h.get('steps'), tokens_per_epoch=h.get('tokens_per_epoch'),
+                                         valid_perplexity=round(h.get('valid_perplexity'), 2))
+
+def corpus_tokens(runs, meta, lang, k) -> float:
+    "Corpus tokens behind budget `k`: k epochs of the finished pretraining run (entries of older runs carry their own)"
+    return runs.get(f'{lang}/c{k}/lm', {}).get('corpus_tokens') or k * meta.get('pretrain', {}).get('tokens_per_epoch', 0)
 
 if __name__ == '__main__': main()

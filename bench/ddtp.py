@@ -55,15 +55,25 @@ def lever_kwargs(lever: str, m: int) -> dict:
 def du_mb(p) -> float: return round(sum(f.stat().st_size for f in Path(p).rglob('*') if f.is_file()) / 1e6, 1)
 
 class Results:
-    "A JSON dict of finished entries, written atomically after each one"
+    "A JSON dict of finished entries, written atomically after each one; processes sharing the file merge their entries"
     def __init__(self, path, meta):
         self.path = Path(path)
         self.d = json.loads(self.path.read_text()) if self.path.is_file() else {'meta': meta, 'runs': {}}
         self.d['meta'].update(meta)
     def has(self, k): return k in self.d['runs']
+    def refresh(self):
+        "Take in what other processes have written (theirs for their keys, ours for our meta)"
+        if not self.path.is_file(): return
+        disk = json.loads(self.path.read_text())
+        self.d['runs'] = {**disk.get('runs', {}), **self.d['runs']}
+        self.d['meta'] = {**disk.get('meta', {}), **self.d['meta']}
     def put(self, k, v):
-        self.d['runs'][k] = v
-        atomic_write_json(self.path, self.d)
+        import fcntl
+        with open(self.path.with_name(self.path.name + '.lock'), 'w') as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # read-merge-write as one step against other processes
+            self.refresh()
+            self.d['runs'][k] = v
+            atomic_write_json(self.path, self.d)
         print(f'  [{k}] {v}', flush=True)
 
 def load_lang(a, lang):

@@ -176,17 +176,25 @@ def test_in_domain_budget_quick(shared_data, tmp_path):
 
 @pytest.mark.slow
 def test_corpus_budget_quick(shared_data, tmp_path):
-    "The corpus-budget curve's tiny form: a streamed pretraining run with an LM package per epoch, budgets 0 and 1 fine-tuned in-domain, seeds, probe, plot; a re-run trains nothing"
+    "The corpus-budget curve's tiny form: a streamed pretraining run with an LM package per epoch, budget 1 evaluated by a second process that waits for its snapshot, budget 0 by a third; seeds, probe, plot; a re-run trains nothing"
     args = ('--quick', '--data', shared_data, '--work', tmp_path/'work', '--out', tmp_path)
-    bench('corpus_budget.py', *args)
-    runs = json.loads((tmp_path/'corpus_budget_quick.json').read_text())['runs']
+    ev = subprocess.Popen([sys.executable, str(REPO/'bench'/'corpus_budget.py'), *map(str, args), '--stage', 'eval', '--budgets', '1'],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV, cwd=REPO)
+    bench('corpus_budget.py', *args, '--stage', 'pretrain')
+    out, _ = ev.communicate(timeout=1200)
+    assert ev.returncode == 0 and 'waiting for' in out, out[-3000:]
+    assert 'de/c1/lm' in json.loads((tmp_path/'corpus_budget_quick.json').read_text())['runs']
+    bench('corpus_budget.py', *args)  # budget 0 here; budget 1's entries are kept
+    d = json.loads((tmp_path/'corpus_budget_quick.json').read_text())
+    runs = d['runs']
     for k in (0, 1):
         for n in (1000, 100): assert {f'de/c{k}/{n}/s0', f'de/c{k}/{n}/s1'} <= set(runs)
         assert 0 <= runs[f'de/c{k}/lm']['probe_1000'] <= 1 and 0 <= runs[f'de/c{k}/lm']['emb_topic'] <= 1
-    assert runs['de/c0/lm']['corpus_tokens'] == 0 < runs['de/c1/lm']['corpus_tokens']
+    assert d['meta']['pretrain']['tokens_per_epoch'] > 0
     assert (tmp_path/'corpus_budget_quick'/'de'/'snapshots'/'epoch1'/'config.json').is_file()
     assert (tmp_path/'corpus_budget_quick.png').stat().st_size > 1000
-    assert '| 1 |' in (tmp_path/'corpus_budget_quick.md').read_text()
+    md = (tmp_path/'corpus_budget_quick.md').read_text()
+    assert '| 0 | 0.00M |' in md and '| 1 | 0.00M |' not in md
     r = bench('corpus_budget.py', *args)
     assert ' steps) in ' not in r.stdout and ' epochs in ' not in r.stdout  # resumed from the results: nothing trained
 
