@@ -90,7 +90,7 @@ def write(res, a, stem):
             f"Accuracy on `valid.csv`, mean ± sd over seeds.", '',
             '| corpus epochs | corpus tokens | in-domain ppl after fine-tuning | embedding topic agreement | probe 1000 | probe 100 | MultiFiT 1000 labels | MultiFiT 100 labels |',
             '|---|---|---|---|---|---|---|---|']
-    for k in range(a.epochs + 1):
+    for k in done_budgets(runs, lang, a.epochs):
         lm = runs.get(f'{lang}/c{k}/lm', {})
         ta = f"{lm['emb_topic']:.3f} (random {lm['emb_topic_random']:.3f})" if 'emb_topic' in lm else ''
         rows.append(f"| {k} | {corpus_tokens(runs, m, lang, k) / 1e6:.2f}M | {lm.get('ft_valid_perplexity', '')} | {ta} | {lm.get('probe_1000', '')} | "
@@ -104,9 +104,13 @@ def write(res, a, stem):
     except Exception as ex: print(f'no plot: {ex}')
     return md
 
+def done_budgets(runs, lang, epochs) -> list:
+    "The budgets 0 ... epochs with an evaluated LM (a run restricted by --budgets has only some)"
+    return [k for k in range(epochs + 1) if f'{lang}/c{k}/lm' in runs]
+
 def plot(runs, meta, lang, epochs, tf) -> bytes:
     tok = lambda k: corpus_tokens(runs, meta, lang, k) / 1e6
-    return curve_plot({n: [(tok(k), accs(runs, f'{lang}/c{k}/{n}')) for k in range(epochs + 1)] for n in (1000, 100)}, tf,
+    return curve_plot({n: [(tok(k), accs(runs, f'{lang}/c{k}/{n}')) for k in done_budgets(runs, lang, epochs)] for n in (1000, 100)}, tf,
                       'corpus pretraining tokens (millions), then in-domain fine-tuning', f'corpus-pretraining budget, {lang}')
 
 def main():
