@@ -2,7 +2,7 @@
 
 # %% ../nbs/09_corpus.ipynb #c7575d0a
 from __future__ import annotations
-import json, os, time
+import hashlib, json, os, time
 from collections import deque
 from contextlib import closing
 from pathlib import Path
@@ -56,14 +56,28 @@ def _encoded_chunks(tok, files, n_workers: int, chunk_lines: int):
         while futs: yield futs.popleft().result()
 
 # %% ../nbs/09_corpus.ipynb #d5bff4c7
-def _sources(files) -> list:
+def _digest(p) -> str:
+    "BLAKE2b hash (128 bits) of the bytes of file `p`"
+    h = hashlib.blake2b(digest_size=16)
+    with open(p, 'rb') as f:
+        for b in iter(lambda: f.read(1 << 20), b''): h.update(b)
+    return h.hexdigest()
+
+def _sources(files, digest: bool = False) -> list:
+    "Path, size and mtime of each file in `files` (and its content hash with `digest`)"
     res = []
     for f in files:
         p = Path(f).resolve()
         if not p.is_file(): raise FileNotFoundError(f'no such text file: {f}')
         st = p.stat()
-        res.append({'path': str(p), 'size': st.st_size, 'mtime_ns': st.st_mtime_ns})
+        res.append({'path': str(p), 'size': st.st_size, 'mtime_ns': st.st_mtime_ns} | ({'blake2b': _digest(p)} if digest else {}))
     return res
+
+def _same_sources(old: list, new: list) -> bool:
+    "Whether files `new` are those `old` describes: same paths and sizes, and the same mtime or the same bytes"
+    if [(o.get('path'), o.get('size')) for o in old] != [(n['path'], n['size']) for n in new]: return False
+    return all(o.get('mtime_ns') == n['mtime_ns'] or ('blake2b' in o and o['blake2b'] == _digest(n['path']))
+               for o, n in zip(old, new))
 
 def _tmp_name(out_dir: Path, name: str) -> Path: return out_dir/f'.{name}.{os.getpid()}.tmp'
 
@@ -79,11 +93,12 @@ def tokenize_corpus(files,                      # text/.gz file(s), one document
     out_dir, sources = Path(out_dir), _sources(files)
     if (out_dir/META).exists() and not overwrite:
         meta = json.loads((out_dir/META).read_text())
-        if meta.get('fingerprint') == tok.fingerprint and meta.get('sources') == sources:
+        if meta.get('fingerprint') == tok.fingerprint and _same_sources(meta.get('sources', []), sources):
             return TokenCorpus.open(out_dir, tok)
         why = 'another tokenizer' if meta.get('fingerprint') != tok.fingerprint else 'other (or changed) files'
         raise FileExistsError(f'{out_dir} holds a token corpus built from {why}; pass overwrite=True to replace it')
     n_workers = tok.n_workers if n_workers is None else n_workers
+    sources = _sources(files, digest=True)
     dtype = np.uint16 if len(tok) <= 2**16 else np.uint32
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp_ids, tmp_off = _tmp_name(out_dir, IDS), _tmp_name(out_dir, OFFSETS)

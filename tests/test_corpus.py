@@ -68,11 +68,25 @@ def test_reuse_without_retokenizing(tok, files, tmp_path, monkeypatch):
     c2 = tokenize_corpus(files, tok, tmp_path/'c', n_workers=1)
     assert calls == [] and (c2.path/IDS).stat().st_mtime_ns == mt and c2.n_tokens == c.n_tokens
     monkeypatch.undo()
-    # a changed source file is not silently reused
+    # a new mtime over the same bytes (a copied or re-provisioned data folder) is reused without re-tokenizing
     os.utime(files[1], ns=(files[1].stat().st_atime_ns, files[1].stat().st_mtime_ns + 10**9))
-    with pytest.raises(FileExistsError, match='other'): tokenize_corpus(files, tok, tmp_path/'c')
-    c3 = tokenize_corpus(files, tok, tmp_path/'c', overwrite=True, n_workers=1)
-    assert (c3.path/IDS).read_bytes() == (c.path/IDS).read_bytes()
+    monkeypatch.setattr(corpus_mod, '_encoded_chunks', lambda *a, **k: calls.append(1) or iter([]))
+    assert tokenize_corpus(files, tok, tmp_path/'c').n_tokens == c.n_tokens and calls == []
+    monkeypatch.undo()
+    assert (c.path/IDS).stat().st_mtime_ns == mt
+
+def test_changed_source_refused(tok, files, tmp_path):
+    src = [tmp_path/'a.txt', tmp_path/'b.txt']
+    for s, f in zip(src, files): s.write_bytes(f.read_bytes())
+    c = tokenize_corpus(src, tok, tmp_path/'c', n_workers=1)
+    assert all(len(s['blake2b']) == 32 for s in c.meta['sources'])
+    b = src[1].read_bytes(); src[1].write_bytes(b.replace('Drei'.encode(), 'Vier'.encode()))  # same size, other bytes
+    assert src[1].stat().st_size == len(b)
+    with pytest.raises(FileExistsError, match='other'): tokenize_corpus(src, tok, tmp_path/'c')
+    src[1].write_bytes(b + b'Mehr.\n')
+    with pytest.raises(FileExistsError, match='other'): tokenize_corpus(src, tok, tmp_path/'c')
+    c3 = tokenize_corpus(src, tok, tmp_path/'c', overwrite=True, n_workers=1)
+    assert c3.n_docs == c.n_docs + 1
 
 def test_other_tokenizer_refused(tok, files, corpus):
     tok2 = SPTokenizer.train(list(read_lines(files[0], max_lines=500)), lang='de', vocab_sz=300)
