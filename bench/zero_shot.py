@@ -249,7 +249,7 @@ def write_md(res: Results, path: Path, quick: bool):
 Teacher: `{s['teacher']}` fitted on `ddtp/en/train.csv` ({s['n_source'] or 'all'} rows), scored on each language's
 `valid.csv`. Student: the MultiFiT classifier (`learn.fit_preset()`, epochs {s['clf_epochs'] or "preset's"}) trained on the
 teacher's pseudo labels of either the target `train.csv` texts (`1k`; their gold labels only score the pseudo labels)
-or a seeded sample of {s['pool_size']} texts of the target `unlabelled.csv.gz` (`pool`; pseudo-label accuracy scored
+or a seeded sample of at most {s['pool_size']} texts of the target `unlabelled.csv.gz` (`pool`; pseudo-label accuracy scored
 on the pool texts that also appear in `train.csv`). Threshold `auto`: `min_confidence` chosen on held-out English
 rows (the teacher's own calibration, precision {s['precision']}), never on target labels. Student LM `pretrained`:
 fine-tuned from the target LM package; `scratch`: the same tokenizer and sizes, random weights.
