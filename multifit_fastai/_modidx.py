@@ -297,7 +297,6 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                         'multifit_fastai.corpus.TokenCorpus.vocab': ( 'corpus.html#tokencorpus.vocab',
                                                                                       'multifit_fastai/corpus.py'),
                                         'multifit_fastai.corpus._chunks': ('corpus.html#_chunks', 'multifit_fastai/corpus.py'),
-                                        'multifit_fastai.corpus._digest': ('corpus.html#_digest', 'multifit_fastai/corpus.py'),
                                         'multifit_fastai.corpus._doc_lens': ('corpus.html#_doc_lens', 'multifit_fastai/corpus.py'),
                                         'multifit_fastai.corpus._encode_chunk': ('corpus.html#_encode_chunk', 'multifit_fastai/corpus.py'),
                                         'multifit_fastai.corpus._encoded_chunks': ( 'corpus.html#_encoded_chunks',

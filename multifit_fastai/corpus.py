@@ -2,7 +2,7 @@
 
 # %% ../nbs/09_corpus.ipynb #c7575d0a
 from __future__ import annotations
-import hashlib, json, os, time
+import json, os, time
 from collections import deque
 from contextlib import closing
 from pathlib import Path
@@ -14,6 +14,7 @@ from fastai.text.data import TensorText, LMTensorText
 from fasttransform import Pipeline
 from .core import atomic_write_json, read_lines
 from .tokenizer import SPTokenizer, BOS_ID, tokenizer_pool, worker_tokenizer
+from .package import _sha256
 
 # %% auto #0
 __all__ = ['META', 'IDS', 'OFFSETS', 'FORMAT', 'tokenize_corpus', 'TokenCorpus', 'CorpusDocs', 'MemmapLMDataLoader',
@@ -56,13 +57,6 @@ def _encoded_chunks(tok, files, n_workers: int, chunk_lines: int):
         while futs: yield futs.popleft().result()
 
 # %% ../nbs/09_corpus.ipynb #d5bff4c7
-def _digest(p) -> str:
-    "BLAKE2b hash (128 bits) of the bytes of file `p`"
-    h = hashlib.blake2b(digest_size=16)
-    with open(p, 'rb') as f:
-        for b in iter(lambda: f.read(1 << 20), b''): h.update(b)
-    return h.hexdigest()
-
 def _sources(files, digest: bool = False) -> list:
     "Path, size and mtime of each file in `files` (and its content hash with `digest`)"
     res = []
@@ -70,13 +64,13 @@ def _sources(files, digest: bool = False) -> list:
         p = Path(f).resolve()
         if not p.is_file(): raise FileNotFoundError(f'no such text file: {f}')
         st = p.stat()
-        res.append({'path': str(p), 'size': st.st_size, 'mtime_ns': st.st_mtime_ns} | ({'blake2b': _digest(p)} if digest else {}))
+        res.append({'path': str(p), 'size': st.st_size, 'mtime_ns': st.st_mtime_ns} | ({'sha256': _sha256(p)} if digest else {}))
     return res
 
 def _same_sources(old: list, new: list) -> bool:
     "Whether files `new` are those `old` describes: same paths and sizes, and the same mtime or the same bytes"
     if [(o.get('path'), o.get('size')) for o in old] != [(n['path'], n['size']) for n in new]: return False
-    return all(o.get('mtime_ns') == n['mtime_ns'] or ('blake2b' in o and o['blake2b'] == _digest(n['path']))
+    return all(o.get('mtime_ns') == n['mtime_ns'] or ('sha256' in o and o['sha256'] == _sha256(n['path']))
                for o, n in zip(old, new))
 
 def _tmp_name(out_dir: Path, name: str) -> Path: return out_dir/f'.{name}.{os.getpid()}.tmp'
@@ -90,10 +84,10 @@ def tokenize_corpus(files,                      # text/.gz file(s), one document
     "Tokenize `files` into a memory-mapped token corpus in `out_dir` (or reuse the one there)"
     files = [files] if isinstance(files, (str, os.PathLike)) else list(files)
     if not files: raise ValueError('tokenize_corpus: no files given')
-    out_dir, sources = Path(out_dir), _sources(files)
+    out_dir = Path(out_dir)
     if (out_dir/META).exists() and not overwrite:
         meta = json.loads((out_dir/META).read_text())
-        if meta.get('fingerprint') == tok.fingerprint and _same_sources(meta.get('sources', []), sources):
+        if meta.get('fingerprint') == tok.fingerprint and _same_sources(meta.get('sources', []), _sources(files)):
             return TokenCorpus.open(out_dir, tok)
         why = 'another tokenizer' if meta.get('fingerprint') != tok.fingerprint else 'other (or changed) files'
         raise FileExistsError(f'{out_dir} holds a token corpus built from {why}; pass overwrite=True to replace it')

@@ -79,7 +79,7 @@ def test_changed_source_refused(tok, files, tmp_path):
     src = [tmp_path/'a.txt', tmp_path/'b.txt']
     for s, f in zip(src, files): s.write_bytes(f.read_bytes())
     c = tokenize_corpus(src, tok, tmp_path/'c', n_workers=1)
-    assert all(len(s['blake2b']) == 32 for s in c.meta['sources'])
+    assert all(len(s['sha256']) == 64 for s in c.meta['sources'])
     b = src[1].read_bytes(); src[1].write_bytes(b.replace('Drei'.encode(), 'Vier'.encode()))  # same size, other bytes
     assert src[1].stat().st_size == len(b)
     with pytest.raises(FileExistsError, match='other'): tokenize_corpus(src, tok, tmp_path/'c')
