@@ -156,8 +156,8 @@ def pretrain_meta(res, base):
     "The pretraining run's figures in the results' meta, once it has finished (possibly in another process)"
     h = base._read_history().get('pretrain', {})
     if h and 'pretrain' not in res.d['meta']:
-        res.d['meta']['pretrain'] = dict(seconds=h.get('seconds'), steps=h.get('steps'), tokens_per_epoch=h.get('tokens_per_epoch'),
-                                         valid_perplexity=round(h.get('valid_perplexity'), 2))
+        res.put_meta(pretrain=dict(seconds=h.get('seconds'), steps=h.get('steps'), tokens_per_epoch=h.get('tokens_per_epoch'),
+                                   valid_perplexity=round(h.get('valid_perplexity'), 2)))
 
 def corpus_tokens(runs, meta, lang, k) -> float:
     "Corpus tokens behind budget `k`: k epochs of the finished pretraining run (entries of older runs carry their own)"

@@ -67,14 +67,19 @@ class Results:
         disk = json.loads(self.path.read_text())
         self.d['runs'] = {**disk.get('runs', {}), **self.d['runs']}
         self.d['meta'] = {**disk.get('meta', {}), **self.d['meta']}
-    def put(self, k, v):
+    def _write(self, update):
+        "Read-merge-`update`-write as one step against other processes sharing the file"
         import fcntl
         with open(self.path.with_name(self.path.name + '.lock'), 'w') as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # read-merge-write as one step against other processes
-            self.refresh()
-            self.d['runs'][k] = v
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            self.refresh(); update(self.d)
             atomic_write_json(self.path, self.d)
+    def put(self, k, v):
+        self._write(lambda d: d['runs'].__setitem__(k, v))
         print(f'  [{k}] {v}', flush=True)
+    def put_meta(self, **kw):
+        "Add `kw` to the meta and write it (a meta set only in memory is lost unless a later `put` writes it)"
+        self._write(lambda d: d['meta'].update(kw))
 
 def load_lang(a, lang):
     "train (1000), train_100, valid and the in-domain unlabelled texts"
