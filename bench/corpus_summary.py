@@ -12,12 +12,12 @@ Run:   .venv/bin/python bench/corpus_summary.py     # -> bench/results/corpus_su
 import json, statistics
 from pathlib import Path
 from multifit_fastai.core import atomic_write_text
+from in_domain_budget import accs as seeds
 
 HERE = Path(__file__).resolve().parent
 RES = HERE/'results'
 LANGS = ['de', 'ja', 'zh', 'es', 'fr', 'it', 'ru', 'en']
 
-def seeds(runs, prefix) -> list: return [v['accuracy'] for k, v in runs.items() if k.rsplit('/', 1)[0] == prefix and k.rsplit('/', 1)[1].startswith('s')]
 def ms(xs): return (statistics.mean(xs), statistics.stdev(xs) if len(xs) > 1 else 0.) if xs else None
 def load(p): return json.loads(p.read_text()) if p.is_file() else None
 
