@@ -1,7 +1,7 @@
 """Summary across languages (not a test): MultiFiT with and without corpus pretraining against TF-IDF + LR.
 
-Reads the seeded results that `bench/corpus_budget.py` wrote (`corpus_budget_<lang>.json`, and `corpus_budget_<lang>_e6/`
-for the 6-epoch runs) and, for languages without a corpus-budget run, the harness's `ddtp_all/ddtp.json`. Per language
+Reads the seeded results that `bench/corpus_budget.py` wrote (`corpus_budget_<lang>.json`, and `corpus_budget_<lang>_e<k>/`
+for separate k-epoch runs) and, for languages without a corpus-budget run, the harness's `ddtp_all/ddtp.json`. Per language
 and label count: the classifier from an LM trained on the in-domain text alone (budget 0, "no wiki"), the one from the
 longest *complete* corpus schedule (the last epoch of a run: mid-schedule snapshots are left out), their difference,
 and TF-IDF + LR. Accuracy on valid.csv, mean +- sd over seeds; a difference counts as a gain only when it exceeds the
@@ -13,6 +13,7 @@ import json, statistics
 from pathlib import Path
 from multifit_fastai.core import atomic_write_text
 from in_domain_budget import accs as seeds
+from ddtp import fmt
 
 HERE = Path(__file__).resolve().parent
 RES = HERE/'results'
@@ -21,15 +22,20 @@ LANGS = ['de', 'ja', 'zh', 'es', 'fr', 'it', 'ru', 'en']
 def ms(xs): return (statistics.mean(xs), statistics.stdev(xs) if len(xs) > 1 else 0.) if xs else None
 def load(p): return json.loads(p.read_text()) if p.is_file() else None
 
+def corpus_files(lang) -> list:
+    "The corpus-budget results of `lang`: `corpus_budget_<lang>.json`, then the separate schedules `corpus_budget_<lang>_e<k>/`"
+    runs = sorted(RES.glob(f'corpus_budget_{lang}_e*/corpus_budget_{lang}.json'), key=lambda p: int(p.parent.name.rsplit('_e', 1)[1]))
+    return [d for d in [load(RES/f'corpus_budget_{lang}.json')] + [load(p) for p in runs] if d]
+
 def corpus_rows(lang) -> dict:
     "{'none', 'pre', 'tfidf', 'epochs', 'tokens', 'source'} from the corpus-budget runs of `lang`, or None"
-    files = [d for d in (load(RES/f'corpus_budget_{lang}.json'), load(RES/f'corpus_budget_{lang}_e6'/f'corpus_budget_{lang}.json')) if d]
-    if not files: return None
-    runs = {k: v for d in files for k, v in d['runs'].items()}
-    full = [(d['meta']['epochs'], d['meta'].get('pretrain', {}).get('tokens_per_epoch', 0)) for d in files
+    files = corpus_files(lang)
+    full = [(d['meta']['epochs'], d['meta'].get('pretrain', {}).get('tokens_per_epoch', 0), i) for i, d in enumerate(files)
             if f"{lang}/c{d['meta']['epochs']}/lm" in d['runs']]
-    if not full or f'{lang}/c0/lm' not in runs: return None
-    ep, tpe = max(full)
+    if not full: return None
+    ep, tpe, i = max(full)
+    runs = {k: v for d in files for k, v in d['runs'].items()} | files[i]['runs']  # the longest schedule's own rows first
+    if f'{lang}/c0/lm' not in runs: return None
     r = dict(epochs=ep, tokens=ep * tpe, source='corpus_budget')
     for n in (1000, 100):
         r[n] = dict(none=seeds(runs, f'{lang}/c0/{n}'), pre=seeds(runs, f'{lang}/c{ep}/{n}'),
@@ -45,8 +51,6 @@ def harness_rows(lang, d) -> dict:
         r[n] = dict(none=seeds(runs, f'{lang}/subword/no_pretraining/{n}'), pre=seeds(runs, f'{lang}/subword/pretrained/{n}'),
                     tfidf=runs.get(f'{lang}/subword/tfidf_lr/{n}', {}).get('accuracy'))
     return r
-
-def cell(xs): m = ms(xs); return f'{m[0]:.3f} ± {m[1]:.3f}' if m else ''
 
 def diff(a, b):
     "`b - a` in points, and whether it exceeds the larger sd"
@@ -64,7 +68,7 @@ def table(rows) -> list:
         for n in (100, 1000):
             x = r[n]; g, sig = diff(x['none'], x['pre'])
             t = f"{100 * (ms(x['pre'])[0] - x['tfidf']):+.1f}" if x['pre'] and x['tfidf'] is not None else ''
-            out.append(f"| {lang} | {lm} | {n} | {cell(x['none'])} | {cell(x['pre'])} | {g}{'' if sig else ' (tie)'} | "
+            out.append(f"| {lang} | {lm} | {n} | {fmt(x['none'])} | {fmt(x['pre'])} | {g}{'' if sig else ' (tie)'} | "
                        f"{x['tfidf']:.3f} | {t} |")
     return out
 
