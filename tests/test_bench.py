@@ -65,6 +65,23 @@ def test_ddtp_cells_mean_and_sd():
     assert sorted(cell(runs, 'de/subword/x/100')) == [0.5, 0.7] and cell(runs, 'de/subword/t/100') == [0.6]
     assert fmt([0.5, 0.7]) == '0.600 ± 0.141' and fmt([0.6]) == '0.600' and fmt([]) == ''
 
+def test_corpus_summary_takes_longest_complete_schedule(tmp_path, monkeypatch):
+    import corpus_summary as cs
+    def run(epochs, acc0, acck, done=True):
+        runs = {f'xx/c0/lm': {}, **{f'xx/c0/{n}/s{s}': {'accuracy': acc0 + s / 100} for n in (100, 1000) for s in range(3)},
+                **{f'xx/tfidf/{n}': {'accuracy': 0.6} for n in (100, 1000)}}
+        if done: runs |= {f'xx/c{epochs}/lm': {}, **{f'xx/c{epochs}/{n}/s{s}': {'accuracy': acck} for n in (100, 1000) for s in range(3)}}
+        return dict(meta=dict(epochs=epochs, pretrain=dict(tokens_per_epoch=1000)), runs=runs)
+    for name, d in (('corpus_budget_xx.json', run(3, 0.2, 0.3)), ('corpus_budget_xx_e6/corpus_budget_xx.json', run(6, 0.25, 0.4)),
+                    ('corpus_budget_xx_e12/corpus_budget_xx.json', run(12, 0.1, 0.9, done=False))):
+        (tmp_path/name).parent.mkdir(exist_ok=True); (tmp_path/name).write_text(json.dumps(d))
+    monkeypatch.setattr(cs, 'RES', tmp_path)
+    assert [d['meta']['epochs'] for d in cs.corpus_files('xx')] == [3, 6, 12]
+    r = cs.corpus_rows('xx')  # the 12-epoch run is unfinished: the 6-epoch schedule, with its own no-corpus rows
+    assert (r['epochs'], r['tokens']) == (6, 6000)
+    assert r[100]['pre'] == [0.4] * 3 and sorted(r[100]['none']) == [0.25, 0.26, 0.27] and r[1000]['tfidf'] == 0.6
+    assert cs.corpus_rows('yy') is None
+
 @pytest.mark.slow
 def test_ddtp_word_level_tokenizer_keeps_whole_words(ddtp_quick):
     d, _ = ddtp_quick
