@@ -82,6 +82,15 @@ def test_corpus_summary_takes_longest_complete_schedule(tmp_path, monkeypatch):
     assert r[100]['pre'] == [0.4] * 3 and sorted(r[100]['none']) == [0.25, 0.26, 0.27] and r[1000]['tfidf'] == 0.6
     assert cs.corpus_rows('yy') is None
 
+def test_recipe_lever_kwargs():
+    from recipe_levers import lever_kwargs, LEVERS
+    assert lever_kwargs('base', 200, 0.01) == dict(min_steps=200, head_steps=100, lr=0.01, lr_low=None)  # H defaults to M/2
+    assert lever_kwargs('base', 336, 0.01, 56)['head_steps'] == 56
+    assert lever_kwargs('long', 336, 0.01, 56) == dict(min_steps=672, head_steps=56, lr=0.01, lr_low=None)
+    assert lever_kwargs('low_lr', 336, 0.03, 56) == dict(min_steps=336, head_steps=56, lr=0.01, lr_low=None)
+    assert lever_kwargs('slice', 336, 0.01, 56)['lr_low'] == 0.01 / 2.6**4
+    assert all(lever_kwargs(l, 8, 0.01) for l in LEVERS)
+
 @pytest.mark.slow
 def test_ddtp_word_level_tokenizer_keeps_whole_words(ddtp_quick):
     d, _ = ddtp_quick
