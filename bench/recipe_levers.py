@@ -65,9 +65,10 @@ def main():
     lm = load_package(MultiFiT(a.lm_exp, lang=a.lang, verbose=False).encoder_source()).preset  # the classifier takes the LM's shape
     dims = {k: getattr(lm, k) for k in ('emb_sz', 'n_hid', 'n_layers', 'vocab_sz', 'bptt')}
     exp = MultiFiT(a.lm_exp, lang=a.lang, size='custom', overrides=dims)
+    head = a.steps // 2 if a.head_steps is None else a.head_steps
     h = exp.history.get('finetune_lm', exp.history.get('pretrain', {}))
     meta = dict(lang=a.lang, lm=str(exp.encoder_source()), lm_epochs=h.get('epochs'), lm_valid_perplexity=h.get('valid_perplexity'),
-                labels=a.labels, n_train=len(train), steps=a.steps, head_steps=a.steps // 2 if a.head_steps is None else a.head_steps, lr=a.lr, bs=a.bs, seeds=a.seeds, precision=resolve_precision(a.precision),
+                labels=a.labels, n_train=len(train), steps=a.steps, head_steps=head, lr=a.lr, bs=a.bs, seeds=a.seeds, precision=resolve_precision(a.precision),
                 date=str(date.today()), machine=f'{cpu_model()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, torch {torch.__version__}')
     stem = f'recipe_levers_{a.lang}' + ('' if a.labels == 'train_100' else f'_{a.labels}')
     res = Results(a.out/f'{stem}.json', meta)
@@ -75,9 +76,10 @@ def main():
         for seed in a.seeds:
             key = f'{lever}/s{seed}'
             if res.has(key): continue
-            t0, name = time.time(), f'levers_{lever}_s{seed}'
+            t0, name, kw = time.time(), f'levers_{lever}_s{seed}', lever_kwargs(lever, a.steps, a.lr, head)
+            if a.epochs: kw.setdefault('epochs', a.epochs)  # a lever's own epochs win
             pkg_dir = exp.train_classifier(train, valid=va[:a.epoch_valid], name=name, encoder='auto', bs=a.bs, seed=seed,
-                                           precision=a.precision, overwrite=True, **{**({'epochs': a.epochs} if a.epochs else {}), **lever_kwargs(lever, a.steps, a.lr, a.head_steps)})
+                                           precision=a.precision, overwrite=True, **kw)
             acc = float((load_package(pkg_dir).predict(list(va.text)).label.values == va.label.astype(str).values).mean())
             res.put(key, dict(accuracy=round(acc, 4), steps=exp.history[name]['steps'], seconds=round(time.time() - t0, 1)))
     runs, m = res.d['runs'], res.d['meta']
