@@ -224,6 +224,16 @@ def test_corpus_budget_quick(shared_data, tmp_path):
     assert '| 0 | 0.00M |' in md and '| 1 | 0.00M |' not in md
     r = bench('corpus_budget.py', *args)
     assert ' steps) in ' not in r.stdout and ' epochs in ' not in r.stdout  # resumed from the results: nothing trained
+    # the in-domain fine-tuning budget from budget 1's corpus LM: two settings, the corpus-budget row beside them
+    ft = ('--quick', '--data', shared_data, '--work', tmp_path/'work', '--out', tmp_path, '--lm-exp', tmp_path/'corpus_budget_quick'/'de'/'c1',
+          '--settings', '1:100', '1:all', '--baseline', tmp_path/'corpus_budget_quick.json')
+    bench('finetune_budget.py', *ft)
+    runs = json.loads((tmp_path/'finetune_budget_quick.json').read_text())['runs']
+    assert runs['de/ft1_100/lm']['docs'] == 100 and runs['de/ft1_all/lm']['docs'] == 360  # 400 documents, the last 40 held out
+    for s in ('ft1_100', 'ft1_all'):
+        for n in (1000, 100): assert {f'de/{s}/{n}/s0', f'de/{s}/{n}/s1'} <= set(runs)
+    md = (tmp_path/'finetune_budget_quick.md').read_text()
+    assert '(bench/corpus_budget.py)' in md and '| 1 | 360 |' in md
 
 @pytest.mark.slow
 def test_cpu_bf16_speed_rows(tmp_path):
