@@ -5,8 +5,8 @@ fine-tunes for 20 epochs on the task's whole document collection. This takes one
 folder of bench/corpus_budget.py with `lm_pretrained/` and `tokenizer/`) and fine-tunes it again per setting
 `E:D` (E epochs on the first D documents of `ddtp/<lang>/unlabelled.csv.gz`, D = `all` for every one of them), each
 with its own one-cycle, then probes it and trains the classifier with --seeds at 1000 and 100 labels exactly as
-bench/corpus_budget.py does. Every setting holds out the same documents (the last --held-out of the file, never
-among the first D unless D is `all`, where they are left out) for the perplexity, so perplexities compare across settings.
+bench/corpus_budget.py does. Every setting holds out the same documents for the perplexity (the last --held-out of
+the file, never trained on), so perplexities compare across settings.
 
 `--baseline` names bench/corpus_budget.py's JSON of the same LM: its row (2 epochs, 4000 documents; same tokenizer,
 seeds and classifier recipe) is shown first for reference; its perplexity was held out differently.
@@ -17,7 +17,7 @@ Run:   OMP_NUM_THREADS=1 .venv/bin/python bench/finetune_budget.py --lang fr --l
            --settings 6:4000 2:all 6:all --min-steps-100 120 --baseline bench/results/corpus_budget_fr_e3/corpus_budget_fr.json
 Writes bench/results/finetune_budget_<lang>.{json,md}.
 """
-import argparse, json, shutil
+import argparse, json
 from pathlib import Path
 from multifit_fastai.core import atomic_write_text
 from multifit_fastai.package import load_package
