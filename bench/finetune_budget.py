@@ -27,7 +27,9 @@ from in_domain_budget import classifiers, accs, add_curve_args, curve_meta
 
 def parse_setting(s: str) -> tuple:
     "'6:4000' -> (6, 4000); '2:all' -> (2, 0) (0: every document)"
-    e, d = s.split(':')
+    e, _, d = s.partition(':')
+    if not (e.isdigit() and int(e) > 0 and (d == 'all' or (d.isdigit() and int(d) > 0))):
+        raise argparse.ArgumentTypeError(f"setting {s!r}: expected E:D, E epochs > 0 and D documents > 0 or 'all' (e.g. 6:4000, 2:all)")
     return int(e), 0 if d == 'all' else int(d)
 
 def setting_name(e: int, d: int) -> str: return f"ft{e}_{'all' if d == 0 else d}"
@@ -99,15 +101,16 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_curve_args(ap, 'finetune_budget', epoch_valid=60)
     ap.add_argument('--lm-exp', type=Path, required=True, help="bench/corpus_budget.py's experiment of one budget (lm_pretrained/, tokenizer/)")
-    ap.add_argument('--settings', nargs='+', default=['6:4000', '2:all'], help='E:D, E fine-tuning epochs on the first D documents (D: a number or all)')
+    ap.add_argument('--settings', nargs='+', type=parse_setting, default=[(6, 4000), (2, 0)], help='E:D, E fine-tuning epochs on the first D documents (D: a number or all)')
     ap.add_argument('--ft-lr', type=float, default=5e-3); ap.add_argument('--held-out', type=int, default=200)
     ap.add_argument('--baseline', type=Path, help="bench/corpus_budget.py's JSON for the same LM (its row is shown first)")
     a = ap.parse_args()
+    if a.held_out < 1: ap.error('--held-out: at least 1 document is needed for the held-out perplexity')
     if a.quick:  # the LM of bench/corpus_budget.py --quick
         a.seeds, a.clas_epochs, a.min_steps_100, a.vocab_sz = a.seeds[:2], 1, 8, 2000
         a.max_unlabelled, a.held_out, a.work = 400, 40, a.work.with_name('finetune_budget_quick')
     a.mldoc, a.clas_flat = None, 1  # what bench/ddtp.py's helpers read
-    settings = [parse_setting(s) for s in a.settings]
+    settings = a.settings
     tr, t100, va, unl = load_lang(a, a.lang)
     stem = 'finetune_budget_quick' if a.quick else f'finetune_budget_{a.lang}'
     a.out.mkdir(parents=True, exist_ok=True)

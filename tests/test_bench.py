@@ -91,6 +91,16 @@ def test_recipe_lever_kwargs():
     assert lever_kwargs('slice', 336, 0.01, 56)['lr_low'] == 0.01 / 2.6**4
     assert all(lever_kwargs(l, 8, 0.01) for l in LEVERS)
 
+def test_finetune_budget_settings_and_split():
+    import argparse
+    from finetune_budget import parse_setting, split_docs
+    assert parse_setting('6:4000') == (6, 4000) and parse_setting('2:all') == (2, 0)
+    for bad in ('6', '6:x', '0:100', '2:0', ':all'):
+        with pytest.raises(argparse.ArgumentTypeError, match='expected E:D'): parse_setting(bad)
+    docs = [f'd{i}' for i in range(10)]
+    assert split_docs(docs, 4, 3) == (['d0', 'd1', 'd2', 'd3'], ['d7', 'd8', 'd9'])
+    assert split_docs(docs, 0, 3) == (docs[:7], docs[7:])  # 'all': every document but the held-out ones
+
 @pytest.mark.slow
 def test_ddtp_word_level_tokenizer_keeps_whole_words(ddtp_quick):
     d, _ = ddtp_quick
